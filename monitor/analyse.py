@@ -1,0 +1,203 @@
+"""The analyse stage: tokens, sentences, lemmas and (optionally) entities.
+
+The default pipeline is ``spacy.blank("en")`` + sentencizer + a lookup
+lemmatizer (``spacy-lookups-data``): about 8 ms per 1,000 words and no
+download. A trained pipeline named in config (``en_core_web_sm``) is used when
+installed, for its named entities; otherwise entity conditions rely on the rule
+files' gazetteer, added as an ``EntityRuler`` by ``monitor.match``.
+
+Every token's ``norm_`` is set to its lower-cased lookup lemma, so one
+``PhraseMatcher(attr="NORM")`` matches all word forms of all rule terms in one
+pass, independent of the pipeline's own (context-dependent) lemmatizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from bisect import bisect_right
+from dataclasses import dataclass, field
+
+import spacy
+from spacy.language import Language
+from spacy.lookups import load_lookups
+from spacy.tokens import Doc
+
+from monitor.models import Article
+
+log = logging.getLogger(__name__)
+
+MAX_FIELD_CHARS = 300_000  # ~50,000 words: longer bodies are cut (a worker must not stall)
+# Components of trained pipelines we do not use: entities are the only reason to load one.
+_UNUSED = ["tagger", "parser", "attribute_ruler", "lemmatizer", "morphologizer", "senter"]
+
+# Live blogs glue timestamps to words ("10:45Ceasefire talks...") and scrapers
+# glue sentences ("said.The"); split both so tokens and sentences come out right.
+_GLUED_TIME = re.compile(r"(?<=\d)(?=[A-Z][a-z])")
+_GLUED_SENTENCE = re.compile(r"(?<=[a-z]{2}[.!?])(?=[A-Z][a-z])")
+
+
+@Language.factory("newsmon_norms")
+def _make_norms(nlp: Language, name: str) -> _LookupNorms:
+    return _LookupNorms()
+
+
+class _LookupNorms:
+    """Set ``lemma_`` and ``norm_`` (lower-cased lemma) from the lookup table.
+
+    The table is case-sensitive ("Talks" is absent), so the lower-cased form is
+    tried too; words not in the table are their own lemma.
+    """
+
+    def __init__(self) -> None:
+        self.table = load_lookups("en", ["lemma_lookup"]).get_table("lemma_lookup")
+
+    def lemma(self, text: str) -> str:
+        found = self.table.get(text)
+        if found is None:
+            found = self.table.get(text.lower(), text)
+        return found
+
+    def __call__(self, doc: Doc) -> Doc:
+        cache: dict[str, tuple[str, str]] = {}
+        for token in doc:
+            pair = cache.get(token.text)
+            if pair is None:
+                lemma = self.lemma(token.text)
+                pair = cache[token.text] = (lemma, lemma.lower())
+            token.lemma_, token.norm_ = pair
+        return doc
+
+
+@Language.component("newsmon_newlines")
+def _newline_sentences(doc: Doc) -> Doc:
+    """Start a sentence after every line break: headings, bullets and live-blog
+    entries often end without a full stop and must not merge with the next line."""
+    for token in doc[:-1]:
+        if token.is_space and "\n" in token.text:
+            doc[token.i + 1].is_sent_start = True
+    return doc
+
+
+@dataclass(slots=True)
+class FieldText:
+    """One analysed field of an article: its Doc and sentence/word positions."""
+
+    name: str  # title | summary | body
+    doc: Doc
+    sent_starts: list[int]  # token index of each sentence's first token
+    _word_pos: list[int] | None = field(default=None, repr=False)
+
+    @property
+    def text(self) -> str:
+        return self.doc.text
+
+    def sentence_of(self, token_i: int) -> int:
+        return max(0, bisect_right(self.sent_starts, token_i) - 1)
+
+    def sentence_span(self, index: int) -> tuple[int, int]:
+        """Character span of sentence ``index`` (whitespace trimmed)."""
+        start = self.sent_starts[index]
+        end = self.sent_starts[index + 1] if index + 1 < len(self.sent_starts) else len(self.doc)
+        span = self.doc[start:end]
+        text = span.text
+        lead = len(text) - len(text.lstrip())
+        return span.start_char + lead, span.start_char + len(text.rstrip())
+
+    def word_pos(self, token_i: int) -> int:
+        """Number of word tokens (not punctuation or space) before ``token_i``."""
+        if self._word_pos is None:
+            pos, n = [], 0
+            for t in self.doc:
+                pos.append(n)
+                if not (t.is_punct or t.is_space):
+                    n += 1
+            pos.append(n)
+            self._word_pos = pos
+        return self._word_pos[token_i]
+
+
+@dataclass(slots=True)
+class AnalysedArticle:
+    fields: list[FieldText]
+
+    def field(self, name: str) -> FieldText | None:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        return None
+
+
+def normalise_text(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\u00a0", " ")
+    text = _GLUED_TIME.sub(" ", text)
+    return _GLUED_SENTENCE.sub(" ", text)
+
+
+def _summary_repeats_body(summary: str, body: str) -> bool:
+    """Feeds often put the lede in the summary; counting it twice would inflate scores."""
+    s = " ".join(summary.split())[:200].lower()
+    return bool(s) and s in " ".join(body[:5000].split()).lower()
+
+
+class Analyser:
+    """A spaCy pipeline that turns an Article's fields into analysed Docs."""
+
+    def __init__(self, model: str | None = None) -> None:
+        self.model_requested = model
+        self.model_name: str | None = None
+        self.nlp = self._trained(model) if model else None
+        if self.nlp is None:
+            self.nlp = spacy.blank("en")
+            self.nlp.add_pipe("sentencizer")
+        else:
+            self.nlp.add_pipe("sentencizer", first=True)
+        self.nlp.add_pipe("newsmon_newlines", after="sentencizer")
+        # Last, so a trained NER still sees spaCy's own norms as features.
+        self.nlp.add_pipe("newsmon_norms", last=True)
+        self.has_entities = "ner" in self.nlp.pipe_names
+
+    def _trained(self, model: str) -> Language | None:
+        try:
+            nlp = spacy.load(model, exclude=_UNUSED)
+        except OSError:
+            log.warning("spaCy pipeline %r is not installed; using the blank English "
+                        "pipeline (entities only from the gazetteer)", model)
+            return None
+        self.model_name = f"{model} {nlp.meta.get('version', '?')}"
+        return nlp
+
+    def describe(self) -> str:
+        if self.model_name:
+            return f"{self.model_name} (NER)" if self.has_entities else self.model_name
+        return "blank en + lookup lemmatizer"
+
+    def add_gazetteer(self, names: dict[str, tuple[str, ...]]) -> None:
+        """Add an EntityRuler with ``label -> names`` (case-insensitive phrases).
+
+        With a trained NER the ruler runs first, so a gazetteer name wins.
+        """
+        if not names or "entity_ruler" in self.nlp.pipe_names:
+            return
+        where = {"before": "ner"} if "ner" in self.nlp.pipe_names else {"before": "newsmon_norms"}
+        ruler = self.nlp.add_pipe(
+            "entity_ruler", config={"phrase_matcher_attr": "LOWER", "validate": True}, **where
+        )
+        ruler.add_patterns(  # type: ignore[attr-defined]
+            [{"label": label, "pattern": n} for label, ns in names.items() for n in ns]
+        )
+
+    def analyse_fields(self, title: str, summary: str, body: str) -> AnalysedArticle:
+        parts = [("title", title), ("summary", summary), ("body", body)]
+        if summary and body and _summary_repeats_body(summary, body):
+            parts = [("title", title), ("body", body)]
+        parts = [(n, normalise_text(t[:MAX_FIELD_CHARS])) for n, t in parts if t and t.strip()]
+        docs = self.nlp.pipe([t for _, t in parts])
+        fields = []
+        for (name, _), doc in zip(parts, docs, strict=True):
+            starts = [s.start for s in doc.sents] or [0]
+            fields.append(FieldText(name=name, doc=doc, sent_starts=starts))
+        return AnalysedArticle(fields=fields)
+
+    def analyse(self, article: Article) -> AnalysedArticle:
+        return self.analyse_fields(article.title or "", article.summary or "", article.body or "")

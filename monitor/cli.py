@@ -1,0 +1,224 @@
+"""The ``newsmon`` command line.
+
+Exit codes, for scripts:
+  0  success
+  1  the command ran but something failed (a feed, a delivery, an unhealthy state)
+  2  usage or configuration error (nothing was done)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from monitor.config import Config, load_config, resolve_config_path
+from monitor.logs import setup_logging
+from monitor.yamlfile import ConfigErrors
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+CONFIG_HELP = (
+    "Config file. Default: $NEWSMON_CONFIG, then config/newsmon.yaml."
+)
+
+
+class State:
+    """What the group's options resolved to, handed to every command."""
+
+    def __init__(self, config_path: str | None, log_level: str | None, log_format: str | None):
+        self.config_path = config_path
+        self.log_level = log_level
+        self.log_format = log_format
+        self._config: Config | None = None
+
+    def config(self) -> Config:
+        """Load the config (once); on error print every problem and exit 2."""
+        if self._config is None:
+            path = resolve_config_path(self.config_path)
+            try:
+                self._config = load_config(path)
+            except ConfigErrors as exc:
+                for error in exc.errors:
+                    click.echo(f"error: {error}", err=True)
+                raise SystemExit(EXIT_CONFIG) from None
+            setup_logging(self.log_level or self._config.service.log_level,
+                          self.log_format or self._config.service.log_format,
+                          secrets=secret_values(self._config))
+        return self._config
+
+
+def secret_values(config: Config) -> list[str]:
+    """Everything that must never be logged: ${VAR} values and channel URLs."""
+    values = list(config.secrets)
+    for channel in config.channels:
+        values.append(channel.url)
+        # The token part alone also leaks in some apprise messages.
+        if "://" in channel.url:
+            values.append(channel.url.split("://", 1)[1])
+    return values
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def config_option(func):  # type: ignore[no-untyped-def]
+    """``--config`` on every command, as well as on the group."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        state = ctx.find_object(State)
+        if value and state is not None:
+            state.config_path = value
+
+    return click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
+                        help=CONFIG_HELP, expose_value=False, callback=callback,
+                        is_eager=True)(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Log level (default: the config's service.log_level, info).")
+@click.option("--log-format", type=click.Choice(["text", "json"]),
+              help="Log lines as text, or one JSON object a line for log shippers.")
+@click.version_option(package_name="newsmon")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, log_level: str | None,
+        log_format: str | None) -> None:
+    """newsmon: watch news feeds, catch the stories that matter, alert on them.
+
+    \b
+    Quick start:
+      newsmon check              validate config/newsmon.yaml and its rules
+      newsmon once               poll every feed once, deliver alerts, exit
+      newsmon run                run as a daemon (systemd: deploy/newsmon.service)
+      newsmon test-rule --text "Kremlin rejects peace talks"   see why a text matches
+
+    Exit codes: 0 ok, 1 something failed, 2 usage or config error.
+    """
+    ctx.obj = State(config_path, log_level, log_format)
+
+
+@cli.command()
+@config_option
+@pass_state
+def run(state: State) -> None:
+    """Run the daemon: poll every feed on its schedule and deliver alerts.
+
+    Stops cleanly on SIGTERM or Ctrl-C. Without any channel in the config,
+    alerts are stored and written to the log.
+    """
+    from monitor.alert import ChannelError
+    from monitor.daemon import Daemon
+
+    config = state.config()
+    try:
+        code = asyncio.run(Daemon(config).run())
+    except ChannelError as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = EXIT_CONFIG
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--workers", type=int, default=None,
+              help="Worker processes for extraction and analysis (0: in this process).")
+@config_option
+@pass_state
+def once(state: State, workers: int | None) -> None:
+    """Poll every feed once, process new items, deliver pending alerts, exit.
+
+    For cron and for tests. Exits 1 if any feed or any delivery failed.
+    """
+    from monitor.alert import ChannelError
+    from monitor.daemon import run_once
+
+    config = state.config()
+    try:
+        report, delivery = asyncio.run(run_once(config, workers=workers))
+    except ChannelError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    new = sum(o.new_items for o in report.outcomes)
+    matches = sum(o.matches for o in report.outcomes)
+    click.echo(
+        f"{len(report.outcomes)} feeds polled ({len(report.failed)} failed), {new} new items,"
+        f" {matches} matches; alerts sent {delivery.sent}, failed {delivery.failed}"
+    )
+    for outcome in report.failed:
+        click.echo(f"  feed {outcome.feed}: {outcome.error_kind}: {outcome.error}", err=True)
+    for error in delivery.errors:
+        click.echo(f"  {error}", err=True)
+    sys.exit(EXIT_FAILED if report.failed or delivery.failed else EXIT_OK)
+
+
+@cli.command()
+@config_option
+@pass_state
+def check(state: State) -> None:
+    """Validate the config, every rule file, channel URL and rule example.
+
+    Every error names the file, the line and the key. Secrets are never shown.
+    """
+    from monitor.alert import ChannelError, Deliverer, mask_url
+    from monitor.match import Classifier
+    from monitor.rules import load_rules
+
+    config = state.config()
+    problems = 0
+    click.echo(f"config {config.source}: ok")
+    click.echo(f"  database: {config.database_path()}")
+    click.echo(f"  feeds: {len(config.feeds)} ({sum(f.enabled for f in config.feeds)} enabled)")
+    try:
+        Deliverer(config.channels, config.delivery)
+        for channel in config.channels:
+            topics = ", ".join(channel.topics) if channel.topics else "all topics"
+            click.echo(f"  channel {channel.name}: {mask_url(channel.url)} ({topics})")
+        if not config.channels:
+            click.echo("  channels: none (alerts are stored and written to the log)")
+    except ChannelError as exc:
+        click.echo(f"error: {exc}", err=True)
+        problems += 1
+    files = config.rule_files()
+    try:
+        ruleset = load_rules(files)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_CONFIG)
+    click.echo(f"  rules: {len(files)} files, {len(ruleset.topics)} topics:"
+               f" {', '.join(t.id for t in ruleset.topics)}")
+    classifier = Classifier(ruleset, _analyser(config))
+    failures = classifier.check_examples()
+    for failure in failures:
+        click.echo(f"error: {failure}", err=True)
+    problems += len(failures)
+    if problems:
+        click.echo(f"{problems} problem(s) found", err=True)
+        sys.exit(EXIT_CONFIG)
+    click.echo("all checks passed")
+
+
+def _analyser(config: Config):  # type: ignore[no-untyped-def]
+    from monitor.analyse import Analyser
+
+    return Analyser(config.analysis.spacy_model)
+
+
+def _register_commands() -> None:
+    """Commands that live with their own stage, added to the group here."""
+    from monitor import cli_rules
+
+    cli_rules.register(cli)
+
+
+_register_commands()
+
+
+def main() -> None:
+    cli(prog_name="newsmon")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,744 @@
+"""The fetch stage: a hardened HTTP client for feeds and article pages.
+
+What it guarantees, per request (see docs/spec hostile-inputs A and B):
+
+* a **total** deadline over connect, headers and body, across redirects;
+* a byte cap applied **after** decompression, incrementally (gzip, deflate,
+  br, zstd, and stacked encodings), so a bomb or an endless body never grows
+  memory past the cap; unsupported encodings are rejected;
+* redirects followed by hand (at most ``max_redirects``), every hop re-checked:
+  http/https only, no https→http downgrade, and the egress policy applied to
+  the resolved address of every hop at connect time (see ``monitor.netguard``);
+* certificate checks always on, never an insecure retry;
+* a truncated body is an error, never a short result;
+* a global and a per-host concurrency limit.
+
+Every failure is a :class:`~monitor.models.FetchError` with a ``kind``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+import ssl
+import time
+import zlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Final, Literal, Protocol
+
+import aiohttp
+import brotli
+import zstandard
+from aiohttp.abc import AbstractResolver
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from monitor.models import FetchError, FetchResult
+from monitor.netguard import EgressPolicy, GuardedResolver, numeric_host
+
+__all__ = ["DEFAULT_USER_AGENT", "Fetcher", "mask_url", "parse_retry_after"]
+
+DEFAULT_USER_AGENT: Final = "newsmon/0.1 (+https://github.com/newsmon)"
+ACCEPT_ENCODING: Final = "gzip, deflate, br, zstd"
+_ACCEPT: Final[dict[str, str]] = {
+    "feed": (
+        "application/rss+xml, application/atom+xml, application/feed+json, "
+        "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
+    ),
+    "page": "text/html, application/xhtml+xml;q=0.9, text/*;q=0.8, */*;q=0.5",
+}
+_ALLOWED_SCHEMES: Final = frozenset({"http", "https"})
+_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+_MAX_RETRY_AFTER: Final = 6 * 3600.0  # never wait longer than 6 h on a server's say-so
+_MAX_ENCODING_LAYERS: Final = 3
+_CHUNK: Final = 64 * 1024  # output piece size for decompressors (bounds per-step memory)
+# zstd can turn a few input bytes into 128 KiB (an RLE block), so its input is
+# fed in small slices: at most ~1 MiB of output per step.
+_ZSTD_SLICE: Final = 32
+# RFC 9659: a zstd content-coding window larger than 8 MiB may be refused;
+# a bigger window would make the decoder allocate that much up front.
+_ZSTD_MAX_WINDOW: Final = 8 * 1024 * 1024
+# Headers a cross-origin redirect must not carry to the new origin.
+_CREDENTIAL_HEADERS: Final = ("authorization", "cookie", "proxy-authorization")
+_SECRET_PARAM: Final = re.compile(
+    r"(token|key|secret|pass|auth|sig|session|sid|cred|code|jwt|bearer)", re.IGNORECASE
+)
+
+FetchKind = Literal["feed", "page"]
+
+
+# --- small helpers ------------------------------------------------------------
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL for logs and messages: userinfo and secret-looking query values masked."""
+    try:
+        u = url if isinstance(url, URL) else URL(url)
+    except (ValueError, TypeError):
+        return "<invalid URL>"
+    if u.raw_user is not None or u.raw_password is not None:
+        u = u.with_user(None).with_password(None)
+        masked_userinfo = True
+    else:
+        masked_userinfo = False
+    if u.raw_query_string:
+        query = [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in u.query.items()]
+        u = u.with_query(query)
+    text = str(u)
+    if masked_userinfo and "://" in text:
+        scheme, rest = text.split("://", 1)
+        text = f"{scheme}://***@{rest}"
+    return _one_line(text)
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    """Collapse whitespace (server-provided text may contain newlines) and bound length."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), capped at 6 h."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(int(value))
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _page_type_acceptable(media_type: str) -> bool:
+    """Whether an article response could be a web page worth reading.
+
+    Missing types, ``text/*`` and XML/HTML flavours pass; everything else
+    (pdf, images, video, audio, octet-stream, archives, fonts...) does not.
+    """
+    if not media_type or media_type.startswith("text/"):
+        return True
+    return media_type.endswith(("/html", "/xhtml+xml", "/xml", "+xml"))
+
+
+def _origin(url: URL) -> tuple[str, str, int | None]:
+    return (url.scheme, (url.host or "").lower(), url.port)
+
+
+def _check_scheme(url: URL, *, what: str) -> None:
+    if url.scheme not in _ALLOWED_SCHEMES or not url.raw_host:
+        raise FetchError(
+            f"blocked {what} with scheme {url.scheme or 'none'!r}: {mask_url(url)} "
+            "(only http and https URLs with a host are fetched)",
+            kind="blocked" if what == "URL" else "redirects",
+        )
+
+
+def redirect_target(current: URL, location: str) -> URL:
+    """The URL a redirect points to, or ``FetchError(kind="redirects")`` if refused.
+
+    Refuses non-http(s) schemes (file:, ftp:, gopher:, data:, javascript:...)
+    and an https→http downgrade.
+    """
+    try:
+        target = current.join(URL(location.strip()))
+    except (ValueError, TypeError) as exc:
+        raise FetchError(
+            f"refused redirect from {mask_url(current)} to an invalid URL", kind="redirects"
+        ) from exc
+    _check_scheme(target, what="redirect")
+    if current.scheme == "https" and target.scheme == "http":
+        raise FetchError(
+            f"refused https->http downgrade redirect from {mask_url(current)} "
+            f"to {mask_url(target)}",
+            kind="redirects",
+        )
+    return target
+
+
+# --- streaming decompression ------------------------------------------------------
+
+
+class _Corrupt(Exception):
+    """The compressed stream is invalid or incomplete."""
+
+
+class _Overflow(Exception):
+    """A decoding layer produced more than its cap."""
+
+
+class _Layer(Protocol):
+    def feed(self, data: bytes) -> Iterator[bytes]: ...
+
+    def finish(self) -> Iterator[bytes]: ...
+
+
+class _ZlibLayer:
+    """gzip (multi-member) or deflate (zlib-wrapped, or raw as some servers send)."""
+
+    def __init__(self, encoding: str) -> None:
+        self._gzip = encoding in ("gzip", "x-gzip")
+        self._obj: zlib._Decompress | None = zlib.decompressobj(31) if self._gzip else None
+        self._head = b""  # deflate: bytes held until the wrapper can be recognised
+        self._fed = False
+
+    def _start_deflate(self, data: bytes) -> bytes:
+        self._head += data
+        if len(self._head) < 2:
+            return b""
+        cmf, flg = self._head[0], self._head[1]
+        zlib_wrapped = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
+        self._obj = zlib.decompressobj(15 if zlib_wrapped else -15)
+        data, self._head = self._head, b""
+        return data
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if not data:
+            return
+        self._fed = True
+        if self._obj is None:
+            data = self._start_deflate(data)
+        buf = data
+        try:
+            while buf:
+                assert self._obj is not None
+                if self._obj.eof:
+                    if not self._gzip:
+                        return  # trailing bytes after a deflate stream: ignored
+                    self._obj = zlib.decompressobj(31)  # next gzip member
+                out = self._obj.decompress(buf, _CHUNK)
+                buf = self._obj.unconsumed_tail or (self._obj.unused_data if self._obj.eof else b"")
+                if out:
+                    yield out
+        except zlib.error as exc:
+            raise _Corrupt(str(exc)) from exc
+
+    def finish(self) -> Iterator[bytes]:
+        if not self._fed:
+            return  # an empty body labelled as compressed: nothing to decode
+        if self._obj is None or not self._obj.eof:
+            raise _Corrupt("compressed stream ended early")
+        yield from ()
+
+
+class _BrotliLayer:
+    def __init__(self) -> None:
+        self._obj = brotli.Decompressor()
+        self._fed = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if not data:
+            return
+        self._fed = True
+        try:
+            out = self._obj.process(data, output_buffer_limit=_CHUNK)
+            if out:
+                yield out
+            while not self._obj.can_accept_more_data():
+                out = self._obj.process(b"", output_buffer_limit=_CHUNK)
+                if out:
+                    yield out
+        except brotli.error as exc:
+            raise _Corrupt(str(exc)) from exc
+
+    def finish(self) -> Iterator[bytes]:
+        if self._fed and not self._obj.is_finished():
+            raise _Corrupt("brotli stream ended early")
+        yield from ()
+
+
+class _ZstdLayer:
+    def __init__(self) -> None:
+        self._dctx = zstandard.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW)
+        self._obj = self._dctx.decompressobj()
+        self._fed = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if not data:
+            return
+        self._fed = True
+        view = memoryview(data)
+        try:
+            for start in range(0, len(view), _ZSTD_SLICE):
+                piece = view[start : start + _ZSTD_SLICE]
+                while piece:
+                    if self._obj.eof:  # concatenated frames are allowed (RFC 8878)
+                        self._obj = self._dctx.decompressobj()
+                    out = self._obj.decompress(piece)
+                    piece = memoryview(self._obj.unused_data) if self._obj.eof else memoryview(b"")
+                    if out:
+                        yield out
+        except zstandard.ZstdError as exc:
+            raise _Corrupt(str(exc)) from exc
+
+    def finish(self) -> Iterator[bytes]:
+        if self._fed and not self._obj.eof:
+            raise _Corrupt("zstd stream ended early")
+        yield from ()
+
+
+def _layers_for(content_encoding: str) -> list[_Layer]:
+    """Decoders for a Content-Encoding value, in decoding order (last applied first)."""
+    names = [t.strip().lower() for t in content_encoding.split(",")]
+    names = [n for n in names if n and n != "identity"]
+    if len(names) > _MAX_ENCODING_LAYERS:
+        raise ValueError(f"{len(names)} stacked content encodings")
+    layers: list[_Layer] = []
+    for name in reversed(names):
+        if name in ("gzip", "x-gzip", "deflate"):
+            layers.append(_ZlibLayer(name))
+        elif name == "br":
+            layers.append(_BrotliLayer())
+        elif name == "zstd":
+            layers.append(_ZstdLayer())
+        else:
+            raise ValueError(f"unsupported content encoding {name!r}")
+    return layers
+
+
+@dataclass(slots=True)
+class _BodyDecoder:
+    """Decodes a body chunk by chunk through every layer, counting output against a cap.
+
+    Each intermediate layer also has a cap (a generous multiple of the final
+    one), so a bomb hidden in an inner layer cannot burn unbounded CPU.
+    """
+
+    layers: list[_Layer]
+    max_bytes: int
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+    layer_sizes: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.layer_sizes = [0] * len(self.layers)
+
+    @property
+    def _inner_cap(self) -> int:
+        return 4 * self.max_bytes + 1024 * 1024
+
+    def _through(self, index: int, pieces: Iterator[bytes]) -> None:
+        final = index == len(self.layers) - 1
+        for piece in pieces:
+            self.layer_sizes[index] += len(piece)
+            if not final and self.layer_sizes[index] > self._inner_cap:
+                raise _Overflow
+            if final:
+                self._keep(piece)
+            else:
+                self._through(index + 1, self.layers[index + 1].feed(piece))
+
+    def _keep(self, piece: bytes) -> None:
+        self.size += len(piece)
+        if self.size > self.max_bytes:
+            raise _Overflow
+        self.parts.append(piece)
+
+    def feed(self, data: bytes) -> None:
+        if not self.layers:
+            self._keep(data)
+        else:
+            self._through(0, self.layers[0].feed(data))
+
+    def finish(self) -> bytes:
+        # Flush layer by layer: what a layer yields at the end goes through the next.
+        for index, layer in enumerate(self.layers):
+            self._through(index, layer.finish())
+        return b"".join(self.parts)
+
+
+# --- concurrency ---------------------------------------------------------------
+
+
+class _HostSlots:
+    """One semaphore per host name, dropped again when idle (no unbounded growth)."""
+
+    def __init__(self, per_host: int) -> None:
+        self._per_host = per_host
+        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        sem, users = self._slots.setdefault(host, (asyncio.Semaphore(self._per_host), [0]))
+        users[0] += 1
+        try:
+            async with sem:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                self._slots.pop(host, None)
+
+
+# --- the fetcher ---------------------------------------------------------------------
+
+
+_SessionKey = tuple[str, bool]  # ("direct", allow_private) or ("proxy", False)
+
+
+class Fetcher:
+    """Fetches feeds and pages under a hardened policy. One instance per daemon.
+
+    Build it anywhere; the aiohttp sessions are created lazily inside the
+    running loop. Close it with ``await fetcher.aclose()`` or ``async with``.
+
+    Sessions: one per egress mode (public, private opt-in, via proxy), each with
+    its own connection pool, so a kept-alive connection to an address vetted
+    for an ``allow_private`` feed is never reused by a public-only request.
+    """
+
+    def __init__(
+        self,
+        *,
+        user_agent: str = DEFAULT_USER_AGENT,
+        timeout: float = 30.0,
+        max_bytes: int = 5 * 1024 * 1024,
+        max_redirects: int = 5,
+        concurrency: int = 20,
+        per_host: int = 4,
+        policy: EgressPolicy | None = None,
+        resolver: AbstractResolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if timeout <= 0 or max_bytes <= 0 or max_redirects < 0:
+            raise ValueError("timeout and max_bytes must be positive, max_redirects >= 0")
+        if concurrency < 1 or per_host < 1:
+            raise ValueError("concurrency and per_host must be at least 1")
+        if ssl_context is not None and (
+            ssl_context.verify_mode != ssl.CERT_REQUIRED or not ssl_context.check_hostname
+        ):
+            # A context may add trusted CAs (tests, private CAs); it may never switch checks off.
+            raise ValueError("ssl_context must verify certificates and host names")
+        self._user_agent = user_agent
+        self._timeout = timeout
+        self._max_bytes = max_bytes
+        self._max_redirects = max_redirects
+        self._concurrency = concurrency
+        self._policy = policy or EgressPolicy()
+        self._resolver = resolver
+        self._ssl: ssl.SSLContext | bool = ssl_context or True
+        self._sessions: dict[_SessionKey, aiohttp.ClientSession] = {}
+        self._global: asyncio.Semaphore | None = None
+        self._hosts = _HostSlots(per_host)
+        self._closed = False
+
+    # -- lifecycle
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every session (and its connections). Idempotent."""
+        self._closed = True
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    def _session(self, key: _SessionKey) -> aiohttp.ClientSession:
+        """The session for an egress mode, created on first use inside the loop."""
+        session = self._sessions.get(key)
+        if session is None or session.closed:
+            mode, allow_private = key
+            policy = None if mode == "proxy" else self._policy_for(allow_private)
+            connector = aiohttp.TCPConnector(
+                resolver=GuardedResolver(policy, self._resolver),
+                ssl=self._ssl,
+                limit=self._concurrency,
+                limit_per_host=0,  # per-host limiting is done by _HostSlots
+                ttl_dns_cache=10,  # cached answers are vetted ones: still pinned
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                # The total deadline is enforced by asyncio.timeout in fetch().
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=False,  # decoded here, under the byte cap
+                cookie_jar=aiohttp.DummyCookieJar(),  # no cookies leak between feeds
+                trust_env=False,  # no proxy from the environment bypassing the guard
+            )
+            self._sessions[key] = session
+        return session
+
+    def _policy_for(self, allow_private: bool) -> EgressPolicy:
+        return self._policy.with_private() if allow_private else self._policy
+
+    # -- the one public operation
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        kind: FetchKind = "feed",
+        etag: str | None = None,
+        last_modified: str | None = None,
+        allow_private: bool = False,
+        headers: Mapping[str, str] | None = None,
+        cookies: Mapping[str, str] | None = None,
+        proxy: str | None = None,
+        max_bytes: int | None = None,
+    ) -> FetchResult:
+        """GET ``url`` and return the decoded body, or raise ``FetchError``.
+
+        2xx → ``FetchResult``; 304 → ``FetchResult(not_modified=True)``;
+        anything else raises ``FetchError`` with a ``kind``.
+        """
+        if self._closed:
+            raise RuntimeError("Fetcher is closed")
+        try:
+            start_url = URL(url.strip())
+        except (ValueError, TypeError) as exc:
+            raise FetchError(f"blocked invalid URL {mask_url(url)}", kind="blocked") from exc
+        _check_scheme(start_url, what="URL")
+        request_headers = self._request_headers(kind, etag, last_modified, headers, cookies)
+        cap = self._max_bytes if max_bytes is None else max_bytes
+        if self._global is None:
+            self._global = asyncio.Semaphore(self._concurrency)
+        # Waiting for a free slot is queueing, not the server's slowness: the
+        # deadline starts once the request may go out.
+        async with self._global:
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(self._timeout):
+                    return await self._follow(
+                        start_url,
+                        kind=kind,
+                        headers=request_headers,
+                        allow_private=allow_private,
+                        proxy=proxy,
+                        max_bytes=cap,
+                        started=started,
+                    )
+            except TimeoutError as exc:
+                raise FetchError(
+                    f"timed out after {self._timeout:g}s fetching {mask_url(url)}",
+                    kind="timeout",
+                ) from exc
+
+    def _request_headers(
+        self,
+        kind: FetchKind,
+        etag: str | None,
+        last_modified: str | None,
+        extra: Mapping[str, str] | None,
+        cookies: Mapping[str, str] | None,
+    ) -> CIMultiDict[str]:
+        out: CIMultiDict[str] = CIMultiDict(
+            {"User-Agent": self._user_agent, "Accept": _ACCEPT[kind]}
+        )
+        for name, value in (extra or {}).items():
+            out[name] = value
+        # Always ours: the decoders below define what can be read safely.
+        out["Accept-Encoding"] = ACCEPT_ENCODING
+        if etag:
+            out["If-None-Match"] = etag
+        if last_modified:
+            out["If-Modified-Since"] = last_modified
+        if cookies:
+            # Sent as a plain header: no cookie jar, so nothing persists between feeds.
+            out["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        for name, value in out.items():
+            if any(c in name + value for c in "\r\n\0"):
+                raise FetchError(f"refused header {name!r} containing a line break", kind="blocked")
+        return out
+
+    async def _follow(
+        self,
+        url: URL,
+        *,
+        kind: FetchKind,
+        headers: CIMultiDict[str],
+        allow_private: bool,
+        proxy: str | None,
+        max_bytes: int,
+        started: float,
+    ) -> FetchResult:
+        """Request ``url``, following at most ``max_redirects`` redirects by hand."""
+        policy = self._policy_for(allow_private)
+        key: _SessionKey = ("proxy", False) if proxy else ("direct", allow_private)
+        for hop in range(self._max_redirects + 1):
+            self._precheck(url, policy)
+            async with self._hosts.slot((url.host or "").lower()):
+                outcome = await self._one_request(
+                    url, key, headers, kind=kind, proxy=proxy, max_bytes=max_bytes, started=started
+                )
+            if isinstance(outcome, FetchResult):
+                return outcome
+            target = outcome
+            if hop == self._max_redirects:
+                break
+            if _origin(target) != _origin(url):
+                # Credentials meant for one origin must not follow a redirect elsewhere.
+                headers = headers.copy()
+                for name in _CREDENTIAL_HEADERS:
+                    headers.popall(name, None)
+            url = target
+        raise FetchError(
+            f"too many redirects (more than {self._max_redirects}) from {mask_url(url)}",
+            kind="redirects",
+        )
+
+    def _precheck(self, url: URL, policy: EgressPolicy) -> None:
+        """Checks that need no DNS: the port, and the address of a numeric host.
+
+        aiohttp connects to an IP-literal host without asking the resolver,
+        so literals are vetted here (they cannot change between check and connect).
+        Names are vetted by the GuardedResolver at connect time.
+        """
+        port = url.port or (443 if url.scheme == "https" else 80)
+        if not policy.port_allowed(port):
+            raise FetchError(f"blocked port {port} in {mask_url(url)}", kind="blocked")
+        ip = numeric_host(url.raw_host or "")
+        if ip is not None:
+            policy.check(ip, port, host=url.raw_host)
+
+    async def _one_request(
+        self,
+        url: URL,
+        key: _SessionKey,
+        headers: CIMultiDict[str],
+        *,
+        kind: FetchKind,
+        proxy: str | None,
+        max_bytes: int,
+        started: float,
+    ) -> FetchResult | URL:
+        """One HTTP exchange: a result, or the URL a redirect points to."""
+        session = self._session(key)
+        try:
+            async with session.get(
+                url, headers=headers, allow_redirects=False, proxy=proxy
+            ) as resp:
+                if resp.status in _REDIRECT_STATUSES and resp.headers.get("Location"):
+                    return redirect_target(url, resp.headers["Location"])
+                return await self._read_response(
+                    resp, url, kind=kind, sent=headers, max_bytes=max_bytes, started=started
+                )
+        except (FetchError, TimeoutError):
+            raise  # ours already; or the deadline, handled by fetch()
+        except (aiohttp.ClientSSLError, ssl.SSLError, aiohttp.ServerFingerprintMismatch) as exc:
+            raise FetchError(
+                f"TLS failure for {mask_url(url)}: {_one_line(str(exc), 200)}", kind="tls"
+            ) from exc
+        except aiohttp.ClientConnectorDNSError as exc:
+            raise FetchError(
+                f"cannot resolve host of {mask_url(url)}: {_one_line(str(exc.os_error), 200)}",
+                kind="connection",
+            ) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise FetchError(
+                f"truncated or malformed body from {mask_url(url)}: {_one_line(str(exc), 200)}",
+                kind="connection",
+            ) from exc
+        except aiohttp.InvalidURL as exc:
+            raise FetchError(f"blocked invalid URL {mask_url(url)}", kind="blocked") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise FetchError(
+                f"connection failed for {mask_url(url)}: "
+                f"{type(exc).__name__}: {_one_line(str(exc), 200)}",
+                kind="connection",
+            ) from exc
+
+    async def _read_response(
+        self,
+        resp: aiohttp.ClientResponse,
+        url: URL,
+        *,
+        kind: FetchKind,
+        sent: CIMultiDict[str],
+        max_bytes: int,
+        started: float,
+    ) -> FetchResult:
+        """Turn a non-redirect response into a result or a FetchError."""
+        headers = _flat_headers(resp.headers)
+        media_type = _media_type(resp.headers.get("Content-Type"))
+        etag = resp.headers.get("ETag")
+        last_modified = resp.headers.get("Last-Modified")
+        if resp.status == 304:
+            return FetchResult(
+                url=str(url),
+                status=304,
+                content=b"",
+                content_type=media_type,
+                headers=headers,
+                etag=etag or sent.get("If-None-Match"),
+                last_modified=last_modified or sent.get("If-Modified-Since"),
+                not_modified=True,
+                elapsed=time.monotonic() - started,
+            )
+        if not 200 <= resp.status < 300:
+            raise FetchError(
+                f"HTTP {resp.status} {_one_line(resp.reason or '', 80)} from {mask_url(url)}",
+                kind="http_status",
+                status=resp.status,
+                retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+            )
+        if kind == "page" and not _page_type_acceptable(media_type):
+            raise FetchError(
+                f"not a web page ({media_type}) at {mask_url(url)}", kind="bad_content_type"
+            )
+        content = await self._read_body(resp, url, max_bytes)
+        return FetchResult(
+            url=str(url),
+            status=resp.status,
+            content=content,
+            content_type=media_type,
+            headers=headers,
+            etag=etag,
+            last_modified=last_modified,
+            elapsed=time.monotonic() - started,
+        )
+
+    async def _read_body(self, resp: aiohttp.ClientResponse, url: URL, max_bytes: int) -> bytes:
+        """Stream and decode the body, aborting as soon as the cap is passed."""
+        encoding = ",".join(resp.headers.getall("Content-Encoding", []))
+        try:
+            layers = _layers_for(encoding)
+        except ValueError as exc:
+            raise FetchError(f"{exc} from {mask_url(url)}", kind="bad_encoding") from exc
+        too_large = FetchError(
+            f"response too large (over {max_bytes} bytes decoded) from {mask_url(url)}",
+            kind="too_large",
+        )
+        declared = resp.content_length
+        if not layers and declared is not None and declared > max_bytes:
+            raise too_large  # no need to read what is announced as too big
+        decoder = _BodyDecoder(layers, max_bytes)
+        try:
+            async for chunk in resp.content.iter_any():
+                decoder.feed(chunk)
+            return decoder.finish()
+        except _Overflow:
+            resp.close()  # drop the connection: the rest of the body is unwanted
+            raise too_large from None
+        except _Corrupt as exc:
+            resp.close()
+            raise FetchError(
+                f"corrupt {encoding} body from {mask_url(url)}: {_one_line(str(exc), 120)}",
+                kind="bad_encoding",
+            ) from None
+
+
+def _flat_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    """Lower-cased header names; for a repeated header the last value wins."""
+    return {name.lower(): value for name, value in headers.items()}

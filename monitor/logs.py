@@ -1,0 +1,88 @@
+"""Logging set-up: one line per event, text or JSON, secrets always masked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+MASK = "****"
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces every known secret value in a record's final message.
+
+    Secrets are the values read from ``${VAR}`` in the config (webhook URLs,
+    SMTP passwords). The message is formatted here, once, so a secret passed as
+    an argument is caught too.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+        self.update(secrets)
+
+    def update(self, secrets: Iterable[str]) -> None:
+        found = {s for s in secrets if s and len(s) >= 4}
+        # Longest first, so a secret that contains another is masked whole.
+        self.secrets = sorted(found | set(self.secrets), key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.msg, record.args = self.redact(message), None
+            if record.exc_text:
+                record.exc_text = self.redact(record.exc_text)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("feed", "alert", "channel", "topic"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str = "info", fmt: str = "text",
+                  secrets: Iterable[str] = ()) -> RedactingFilter:
+    """Configure the root logger; returns the redaction filter (to add secrets later)."""
+    redactor = RedactingFilter(secrets)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(redactor)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # apprise logs full webhook URLs at DEBUG: keep it at INFO or above always.
+    logging.getLogger("apprise").setLevel(max(logging.INFO, root.level))
+    for noisy in ("apscheduler.executors", "trafilatura", "htmldate", "courlan", "charset_normalizer"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    return redactor

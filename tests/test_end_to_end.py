@@ -1,0 +1,144 @@
+"""The whole pipeline, as a user runs it: ``newsmon once`` against real local servers.
+
+A feed on 127.0.0.1 links to a page carrying the seed article; alerts for all
+three topics reach a webhook receiver (apprise ``json://``) and a real SMTP
+server (aiosmtpd, apprise ``mailto://``). A second run sends nothing new.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, SEED
+from tests.servers import Mailbox, Site, article_html, rss
+
+TOPICS = {"negotiation", "ceasefire", "aid"}
+TITLE = "Kremlin says there are no grounds for negotiations yet"
+
+
+def newsmon(*args: str, env: dict[str, str] | None = None,
+            timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args], cwd=REPO, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+def write_config(tmp_path: Path, feeds: list[str], channels: str = "", extra: str = "") -> Path:
+    rules = REPO / "config" / "rules"
+    feed_lines = "\n".join(f"  - url: {u}\n    interval: 5m" for u in feeds)
+    config = tmp_path / "newsmon.yaml"
+    config.write_text(
+        f"database: state/test.db\n"
+        f"feeds:\n{feed_lines}\n"
+        f"{channels}"
+        f"rules:\n  - {rules}\n"
+        f"fetch:\n  allow_networks: ['127.0.0.0/8']\n  timeout: 10s\n"
+        f"analysis:\n  workers: 1\n"
+        f"{extra}",
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.fixture
+def seed_site() -> Site:
+    paragraphs = SEED.read_text(encoding="utf-8").split("\n")
+    site = Site()
+    site.routes["/article/seed"] = (200, {"Content-Type": "text/html; charset=utf-8"},
+                                    article_html(TITLE, paragraphs))
+    site.start()
+    site.routes["/feed.xml"] = (200, {"Content-Type": "application/rss+xml"}, rss([{
+        "title": TITLE, "link": site.url("/article/seed?utm_source=rss"),
+        "guid": "seed-1", "description": "Russia says peace talks remain off the table.",
+        "pubDate": "Wed, 25 Dec 2024 10:00:00 GMT",
+    }]))
+    yield site
+    site.stop()
+
+
+@pytest.mark.timeout(300)
+def test_once_alerts_all_three_topics_by_webhook_and_email(
+    tmp_path: Path, seed_site: Site, receiver: Site, mailbox: Mailbox
+) -> None:
+    channels = (
+        "channels:\n"
+        "  - name: hook\n    url: ${HOOK_URL}\n"
+        "  - name: mail\n    url: ${MAIL_URL}\n"
+    )
+    config = write_config(tmp_path, [seed_site.url("/feed.xml")], channels)
+    env = {
+        "HOOK_URL": f"json://127.0.0.1:{receiver.port}/hook",
+        "MAIL_URL": (f"mailto://127.0.0.1:{mailbox.port}?from=newsmon@example.org"
+                     f"&to=desk@example.org&smtp=127.0.0.1"),
+    }
+    first = newsmon("--config", str(config), "once", env=env)
+    assert first.returncode == 0, first.stderr
+    posts = [r for r in receiver.requests if r.method == "POST"]
+    assert len(posts) == 3
+    bodies = [p.json() for p in posts]
+    for topic in TOPICS:
+        hits = [b for b in bodies if b["title"].startswith(f"[{topic}]")]
+        assert len(hits) == 1, (topic, [b["title"] for b in bodies])
+        assert TITLE in hits[0]["title"]
+        assert seed_site.url("/article/seed") in hits[0]["message"]
+    assert len(mailbox.messages) == 3
+    subjects = [str(m["subject"]) for m in mailbox.messages]
+    for topic in TOPICS:
+        assert any(s.startswith(f"[{topic}]") and TITLE in s for s in subjects), subjects
+    for message in mailbox.messages:
+        text = message.get_body(preferencelist=("plain", "html")).get_content()
+        assert seed_site.url("/article/seed") in text
+    # The page was fetched once, with the tracking parameter as published.
+    assert sum(r.path.startswith("/article/seed") for r in seed_site.requests) == 1
+
+    second = newsmon("--config", str(config), "once", env=env)
+    assert second.returncode == 0, second.stderr
+    assert len([r for r in receiver.requests if r.method == "POST"]) == 3
+    assert len(mailbox.messages) == 3
+
+    db = sqlite3.connect(tmp_path / "state" / "test.db")
+    assert db.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 1
+    assert {r[0] for r in db.execute("SELECT topic FROM matches")} == TOPICS
+    assert db.execute("SELECT COUNT(*) FROM alerts WHERE status = 'sent'").fetchone()[0] == 6
+    assert db.execute("SELECT text_source FROM articles").fetchone()[0] == "page"
+    # No secret reaches the database.
+    dump = "\n".join(db.iterdump())
+    assert env["HOOK_URL"] not in dump and f"127.0.0.1:{mailbox.port}" not in dump
+
+
+@pytest.mark.timeout(300)
+def test_without_channels_alerts_are_stored_and_logged(tmp_path: Path, seed_site: Site) -> None:
+    config = write_config(tmp_path, [seed_site.url("/feed.xml")])
+    result = newsmon("--config", str(config), "once")
+    assert result.returncode == 0, result.stderr
+    for topic in TOPICS:
+        assert f"ALERT a1-{topic}-log" in result.stderr
+    db = sqlite3.connect(tmp_path / "state" / "test.db")
+    rows = db.execute("SELECT channel, status FROM alerts").fetchall()
+    assert sorted(rows) == [("log", "sent")] * 3
+
+
+@pytest.mark.timeout(300)
+def test_a_failing_feed_does_not_stop_the_others(tmp_path: Path, seed_site: Site) -> None:
+    seed_site.routes["/broken.xml"] = (500, {"Content-Type": "text/plain"}, b"oops")
+    seed_site.routes["/login.xml"] = (200, {"Content-Type": "text/html"},
+                                      b"<html><body>Please log in</body></html>")
+    config = write_config(tmp_path, [seed_site.url("/broken.xml"), seed_site.url("/login.xml"),
+                                     seed_site.url("/feed.xml")])
+    result = newsmon("--config", str(config), "once")
+    assert result.returncode == 1  # something failed, and the exit code says so
+    assert "broken.xml: http_status" in result.stderr
+    assert "login.xml: not_a_feed" in result.stderr
+    db = sqlite3.connect(tmp_path / "state" / "test.db")
+    assert {r[0] for r in db.execute("SELECT topic FROM matches")} == TOPICS
+    failures = dict(db.execute(
+        "SELECT url, last_error_kind FROM feeds WHERE consecutive_failures > 0").fetchall())
+    assert failures == {seed_site.url("/broken.xml"): "http_status",
+                        seed_site.url("/login.xml"): "not_a_feed"}
