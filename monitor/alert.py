@@ -44,6 +44,8 @@ def plain(text: str | None) -> str:
 
 def format_alert(alert: PendingAlert) -> tuple[str, str]:
     """Title and plain-text body of one alert."""
+    if alert.kind == "notice":
+        return f"[newsmon] {plain(alert.title)}", f"{plain(alert.body)}\nNotice id: {alert.alert_key}"
     title = f"[{alert.topic}] {plain(alert.title) or '(untitled)'}"
     lines = [
         f"Topic: {alert.topic} ({alert.severity})   Score: {alert.score:.1f} / {alert.threshold:.1f}",

@@ -218,3 +218,5 @@ class PendingAlert:
     terms: tuple[str, ...]
     created_at: datetime
     attempts: int = 0
+    kind: str = "match"  # "match", or "notice" for daemon-health messages
+    body: str = ""  # a notice's text (matches are formatted from their fields)

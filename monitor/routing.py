@@ -33,3 +33,8 @@ def route(match: TopicMatch, channels: Sequence[ChannelConfig]) -> list[str]:
         if (c.topics is None or match.topic in c.topics)
         and rank >= SEVERITY_RANK[c.min_severity]
     ]
+
+
+def admin_channels(channels: Sequence[ChannelConfig]) -> list[str]:
+    """Where daemon-health notices go: the admin channels, else the log."""
+    return [c.name for c in channels if c.admin] or [LOG_CHANNEL]

@@ -303,8 +303,10 @@ class _Compiler:
             if raw.startswith("@"):
                 return self.list_ref(raw[1:], doc, loc, ListRefModel(list=raw[1:]))
             return self.term(TermModel(term=raw), doc, loc)
+        if isinstance(raw, list):  # a bare list is shorthand for {any: [...]}
+            return self.group("any", GroupModel(any=raw), doc, loc)
         if not isinstance(raw, dict):
-            self.error(doc, loc, "a condition is a term string or a mapping")
+            self.error(doc, loc, "a condition is a term string, a list or a mapping")
             return None
         present = [k for k in _KEYWORDS if k in raw]
         if len(present) != 1:

@@ -35,6 +35,7 @@ from monitor.models import (
 )
 
 BUSY_TIMEOUT_S = 10.0
+NOTICE_TOPIC = "_newsmon"  # the topic of daemon-health notices in the outbox
 
 
 def utcnow() -> datetime:
@@ -110,11 +111,11 @@ def _migration_1(db: Database) -> None:
             "id": int, "alert_key": str, "match_id": int, "article_id": int, "channel": str,
             "topic": str, "severity": str, "title": str, "url": str, "source": str,
             "published": str, "score": float, "threshold": float, "terms": str,
-            "evidence": str, "status": str, "attempts": int, "next_attempt_at": str,
-            "last_error": str, "created_at": str, "sent_at": str,
+            "evidence": str, "kind": str, "body": str, "status": str, "attempts": int,
+            "next_attempt_at": str, "last_error": str, "created_at": str, "sent_at": str,
         },
         pk="id", not_null={"alert_key", "channel", "status"},
-        defaults={"attempts": 0, "status": "pending"},
+        defaults={"attempts": 0, "status": "pending", "kind": "match"},
         foreign_keys=[("match_id", "matches", "id"), ("article_id", "articles", "id")],
     )
     db["alerts"].create_index(["alert_key"], unique=True)
@@ -423,6 +424,29 @@ class Store:
             rows = list(self.db.query(sql, params))
         return [_pending_alert(r) for r in rows]
 
+    def enqueue_notice(self, key: str, title: str, body: str, channels: Sequence[str],
+                       *, severity: str = "high") -> list[int]:
+        """Queue a daemon-health message (feed failing, alert dead, database error).
+
+        ``key`` identifies the event (e.g. ``feed-failing-3-2026-11-28T10:00``):
+        a notice with a key already queued is not queued again, so an ongoing
+        problem raises one message, not one per poll.
+        """
+        now = iso(utcnow())
+        ids: list[int] = []
+        with _errors("queueing a notice"), self.db.atomic():
+            for channel in channels:
+                cur = self.db.execute(
+                    "INSERT OR IGNORE INTO alerts (alert_key, channel, topic, severity, title,"
+                    " source, kind, body, status, attempts, next_attempt_at, created_at, score,"
+                    " threshold, terms, evidence)"
+                    " VALUES (?,?,?,?,?,'newsmon','notice',?,'pending',0,?,?,0,0,'[]','[]')",
+                    (f"n-{key}-{channel}", channel, NOTICE_TOPIC, severity, title, body, now, now),
+                )
+                if cur.rowcount:
+                    ids.append(int(cur.lastrowid))
+        return ids
+
     def mark_sent(self, alert_id: int) -> None:
         with _errors(f"marking alert {alert_id} sent"), self.db.atomic():
             self.db.execute(
@@ -481,4 +505,5 @@ def _pending_alert(row: dict[str, Any]) -> PendingAlert:
         evidence=_evidence_from_json(row["evidence"]),
         terms=tuple(json.loads(row["terms"] or "[]")),
         created_at=parse_iso(row["created_at"]) or utcnow(), attempts=row["attempts"] or 0,
+        kind=row["kind"] or "match", body=row["body"] or "",
     )
