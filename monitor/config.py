@@ -89,6 +89,9 @@ class FeedConfig(StrictModel):
     proxy: str | None = None
     max_items: int | None = Field(default=None, ge=1)
     fetch_articles: StrictBool | None = None  # None: fetch.fetch_articles
+    # Per-feed floor and ceiling of the poll interval (None: fetch.min/max_interval).
+    min_interval: Duration | None = None
+    max_interval: Duration | None = None
 
     _check_url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
 
@@ -101,10 +104,61 @@ class ChannelConfig(StrictModel):
     """Where alerts go: any apprise URL."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    url: str  # an apprise URL; usually ${VAR} so the secret stays out of the file
+    # An apprise URL; usually ${VAR} so the secret stays out of the file. Never in a repr.
+    url: str = Field(repr=False)
     topics: tuple[str, ...] | None = None  # None: every topic
     min_severity: Severity = "low"
     admin: StrictBool = False  # daemon-health messages go to admin channels
+    # How messages are written (docs/delivery.md). auto: the service's own format
+    # (Slack mrkdwn, email HTML with a text part, Telegram HTML, else plain text).
+    format: Literal["auto", "text", "markdown", "html"] = "auto"
+    title_template: str | None = None  # Jinja2 (sandboxed); None: the default template
+    body_template: str | None = None
+    digest_template: str | None = None
+    max_length: int | None = Field(default=None, ge=200)  # None: the service's own limit
+    # When alerts go out: "immediate", "hourly", or "daily at HH:MM" (in ``timezone``).
+    digest: str = "immediate"
+    timezone: str = "UTC"  # an IANA name (Europe/Berlin) for digests and quiet hours
+    quiet_hours: str | None = None  # "22:00-07:00": held, then sent as one digest
+    quiet_bypass: Severity | None = "critical"  # this severity and above pass quiet hours
+    # More than ``throttle`` alerts within ``throttle_window``: the rest of the
+    # window collapses into one digest. None: no throttle (admin channels: the
+    # delivery.admin_throttle default).
+    throttle: int | None = Field(default=None, ge=1)
+    throttle_window: Duration = 3600.0
+    rate_limit: Duration = 1.0  # at least this long between two messages to the channel
+
+    @field_validator("digest")
+    @classmethod
+    def _check_digest(cls, value: str) -> str:
+        value = " ".join(value.lower().split())
+        m = re.fullmatch(r"immediate|hourly|daily at (\d{1,2}):(\d{2})", value)
+        if not m or (m.group(1) and (int(m.group(1)) > 23 or int(m.group(2)) > 59)):
+            raise ValueError("must be immediate, hourly, or daily at HH:MM (e.g. daily at 08:00)")
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _check_quiet(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        m = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", value)
+        if not m or int(m.group(1)) > 23 or int(m.group(3)) > 23 or int(m.group(2)) > 59 \
+                or int(m.group(4)) > 59 or m.group(1, 2) == m.group(3, 4):
+            raise ValueError("must be a time range such as 22:00-07:00")
+        return f"{int(m.group(1)):02d}:{m.group(2)}-{int(m.group(3)):02d}:{m.group(4)}"
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as"
+                             " Europe/Berlin)") from None
+        return value
 
 
 class FetchSettings(StrictModel):
@@ -123,6 +177,23 @@ class FetchSettings(StrictModel):
     # (e.g. ["127.0.0.0/8"] for a local test or an intranet). Applies to all requests.
     allow_networks: tuple[str, ...] = ()
     allowed_ports: tuple[int, ...] | None = None
+    # Polling policy (monitor/polling.py, docs/feeds.md).
+    adaptive: StrictBool = True  # interval from each feed's rate of new items
+    backoff_base: Duration = 120.0  # first retry after an error; doubles per failure
+    backoff_max: Duration = 6 * 3600.0  # errors never wait longer (the feed is never dropped)
+    retry_after_max: Duration = 6 * 3600.0  # a server's Retry-After is honoured up to this
+    # Network down: network errors from this many hosts within the window, and no success.
+    outage_window: Duration = 120.0
+    outage_hosts: int = Field(default=3, ge=2)
+    # Feed health notices on the admin channels (one when it starts, one on recovery).
+    failing_notice_after: Duration = 6 * 3600.0  # a feed failing for longer than this
+    quiet_factor: float = Field(default=5.0, ge=1.0)  # silent for 5x its usual gap...
+    quiet_min: Duration = 86_400.0  # ...and at least this long
+    # GUID-churn circuit breaker: more than churn_ratio of a feed's items "new" on
+    # churn_polls consecutive polls (of at least churn_min_items items) holds its alerts.
+    churn_ratio: float = Field(default=0.8, gt=0.0, le=1.0)
+    churn_polls: int = Field(default=3, ge=1)
+    churn_min_items: int = Field(default=5, ge=1)
 
 
 class AnalysisSettings(StrictModel):
@@ -137,12 +208,40 @@ class DeliverySettings(StrictModel):
     max_attempts: int = Field(default=10, ge=1)
     retry_base: Duration = 30.0
     retry_max: Duration = 3600.0
-    timeout: Duration = 30.0  # per send
+    timeout: Duration = 30.0  # per send, all included (a hung or slow-dripping endpoint)
+    retry_after_max: Duration = 6 * 3600.0  # a service's Retry-After is honoured up to this
+    max_age: Duration = 2 * 86400.0  # an alert still failing this long after it was queued dies
+    # More than this many alerts due at once on a channel (a backlog after an
+    # outage) go out as one digest instead of a storm.
+    collapse_over: int = Field(default=10, ge=1)
+    # Admin channels without their own ``throttle``: at most this many messages a window.
+    admin_throttle: int = Field(default=5, ge=1)
+    admin_window: Duration = 3600.0
+    run_budget: Duration = 60.0  # one delivery run stops starting new sends after this
+
+
+class ServiceHttpSettings(StrictModel):
+    """The optional ``/healthz`` + ``/metrics`` listener (off unless enabled)."""
+
+    enabled: StrictBool = False
+    host: str = "127.0.0.1"  # loopback: put a reverse proxy in front to expose it
+    port: int = Field(default=9464, ge=0, le=65535)
 
 
 class ServiceSettings(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    # SIGTERM: in-flight polls get this long to finish, then are cancelled (left unseen).
+    stop_timeout: Duration = Field(default=10.0, gt=0)
+    # A poll running longer than this counts as wedged: the watchdog stops being fed.
+    poll_stall_timeout: Duration = Field(default=900.0, gt=0)
+    # Article bodies older than this are pruned (matches, evidence, alerts stay). None: keep.
+    body_retention: Duration | None = 30 * 86400.0
+    # Finished cycle rows older than this are deleted.
+    cycle_retention: Duration = 90 * 86400.0
+    # How often retention and database optimisation run.
+    maintenance_interval: Duration = Field(default=6 * 3600.0, gt=0)
+    http: ServiceHttpSettings = ServiceHttpSettings()
 
 
 class Config(StrictModel):
