@@ -163,8 +163,7 @@ def redirect_target(current: URL, location: str) -> URL:
     _check_scheme(target, what="redirect")
     if current.scheme == "https" and target.scheme == "http":
         raise FetchError(
-            f"refused https->http downgrade redirect from {mask_url(current)} "
-            f"to {mask_url(target)}",
+            f"refused https->http downgrade redirect from {mask_url(current)} to {mask_url(target)}",
             kind="redirects",
         )
     return target
@@ -246,12 +245,13 @@ class _BrotliLayer:
         self._fed = True
         try:
             out = self._obj.process(data, output_buffer_limit=_CHUNK)
-            if out:
-                yield out
-            while not self._obj.can_accept_more_data():
-                out = self._obj.process(b"", output_buffer_limit=_CHUNK)
+            # The decoder keeps input it could not expand within the limit; drain it
+            # with empty calls until it has nothing more to give (can_accept_more_data()
+            # alone turns True too early, with input still buffered).
+            while out or not self._obj.can_accept_more_data():
                 if out:
                     yield out
+                out = self._obj.process(b"", output_buffer_limit=_CHUNK)
         except brotli.error as exc:
             raise _Corrupt(str(exc)) from exc
 
@@ -435,6 +435,7 @@ class Fetcher:
         self._global: asyncio.Semaphore | None = None
         self._hosts = _HostSlots(per_host)
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle
 
@@ -505,6 +506,14 @@ class Fetcher:
         """
         if self._closed:
             raise RuntimeError("Fetcher is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            # Sessions and semaphores belong to one loop; sharing them across loops hangs.
+            raise RuntimeError("a Fetcher must be used from a single event loop")
+        if max_bytes is not None and max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
         try:
             start_url = URL(url.strip())
         except (ValueError, TypeError) as exc:
@@ -543,9 +552,7 @@ class Fetcher:
         extra: Mapping[str, str] | None,
         cookies: Mapping[str, str] | None,
     ) -> CIMultiDict[str]:
-        out: CIMultiDict[str] = CIMultiDict(
-            {"User-Agent": self._user_agent, "Accept": _ACCEPT[kind]}
-        )
+        out: CIMultiDict[str] = CIMultiDict({"User-Agent": self._user_agent, "Accept": _ACCEPT[kind]})
         for name, value in (extra or {}).items():
             out[name] = value
         # Always ours: the decoders below define what can be read safely.
@@ -575,6 +582,7 @@ class Fetcher:
     ) -> FetchResult:
         """Request ``url``, following at most ``max_redirects`` redirects by hand."""
         policy = self._policy_for(allow_private)
+        first = url
         key: _SessionKey = ("proxy", False) if proxy else ("direct", allow_private)
         for hop in range(self._max_redirects + 1):
             self._precheck(url, policy)
@@ -594,7 +602,7 @@ class Fetcher:
                     headers.popall(name, None)
             url = target
         raise FetchError(
-            f"too many redirects (more than {self._max_redirects}) from {mask_url(url)}",
+            f"too many redirects (more than {self._max_redirects}) fetching {mask_url(first)}",
             kind="redirects",
         )
 
@@ -606,11 +614,11 @@ class Fetcher:
         Names are vetted by the GuardedResolver at connect time.
         """
         port = url.port or (443 if url.scheme == "https" else 80)
-        if not policy.port_allowed(port):
-            raise FetchError(f"blocked port {port} in {mask_url(url)}", kind="blocked")
         ip = numeric_host(url.raw_host or "")
         if ip is not None:
             policy.check(ip, port, host=url.raw_host)
+        if not policy.port_allowed(port):
+            raise FetchError(f"blocked port {port} in {mask_url(url)}", kind="blocked")
 
     async def _one_request(
         self,
@@ -626,9 +634,7 @@ class Fetcher:
         """One HTTP exchange: a result, or the URL a redirect points to."""
         session = self._session(key)
         try:
-            async with session.get(
-                url, headers=headers, allow_redirects=False, proxy=proxy
-            ) as resp:
+            async with session.get(url, headers=headers, allow_redirects=False, proxy=proxy) as resp:
                 if resp.status in _REDIRECT_STATUSES and resp.headers.get("Location"):
                     return redirect_target(url, resp.headers["Location"])
                 return await self._read_response(
@@ -654,8 +660,7 @@ class Fetcher:
             raise FetchError(f"blocked invalid URL {mask_url(url)}", kind="blocked") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise FetchError(
-                f"connection failed for {mask_url(url)}: "
-                f"{type(exc).__name__}: {_one_line(str(exc), 200)}",
+                f"connection failed for {mask_url(url)}: {type(exc).__name__}: {_one_line(str(exc), 200)}",
                 kind="connection",
             ) from exc
 
@@ -671,9 +676,11 @@ class Fetcher:
     ) -> FetchResult:
         """Turn a non-redirect response into a result or a FetchError."""
         headers = _flat_headers(resp.headers)
-        media_type = _media_type(resp.headers.get("Content-Type"))
-        etag = resp.headers.get("ETag")
-        last_modified = resp.headers.get("Last-Modified")
+        # Read from the flattened headers so a duplicated header means the same
+        # thing everywhere (the last value wins).
+        media_type = _media_type(headers.get("content-type"))
+        etag = headers.get("etag")
+        last_modified = headers.get("last-modified")
         if resp.status == 304:
             return FetchResult(
                 url=str(url),
@@ -694,9 +701,7 @@ class Fetcher:
                 retry_after=parse_retry_after(resp.headers.get("Retry-After")),
             )
         if kind == "page" and not _page_type_acceptable(media_type):
-            raise FetchError(
-                f"not a web page ({media_type}) at {mask_url(url)}", kind="bad_content_type"
-            )
+            raise FetchError(f"not a web page ({media_type}) at {mask_url(url)}", kind="bad_content_type")
         content = await self._read_body(resp, url, max_bytes)
         return FetchResult(
             url=str(url),

@@ -124,9 +124,7 @@ def numeric_host(host: str) -> IPAddress | None:
     except ValueError:
         pass
     try:
-        infos = socket.getaddrinfo(
-            text, None, proto=socket.IPPROTO_TCP, flags=socket.AI_NUMERICHOST
-        )
+        infos = socket.getaddrinfo(text, None, proto=socket.IPPROTO_TCP, flags=socket.AI_NUMERICHOST)
     except (socket.gaierror, UnicodeError, ValueError):
         return None
     for _family, _type, _proto, _canon, sockaddr in infos:
@@ -184,12 +182,11 @@ class EgressPolicy:
         )
 
     def port_allowed(self, port: int) -> bool:
+        """True if ``port`` may be connected to (any port when no list is set)."""
         return self._allowed_ports is None or port in self._allowed_ports
 
-    def is_allowed(self, ip: IPAddress, port: int) -> bool:
-        """True if a connection to ``ip:port`` is allowed."""
-        if not self.port_allowed(port):
-            return False
+    def address_allowed(self, ip: IPAddress) -> bool:
+        """True if ``ip`` may be connected to, whatever the port."""
         ip = _unscoped(ip)
         if _in_any(ip, _ALWAYS_DENIED):
             return False
@@ -203,13 +200,21 @@ class EgressPolicy:
         # special-purpose blocks): only globally routable unicast passes.
         return ip.is_global and not ip.is_multicast
 
+    def is_allowed(self, ip: IPAddress, port: int) -> bool:
+        """True if a connection to ``ip:port`` is allowed."""
+        return self.port_allowed(port) and self.address_allowed(ip)
+
     def check(self, ip: IPAddress, port: int, *, host: str | None = None) -> None:
-        """Raise ``FetchError(kind="blocked")`` unless ``ip:port`` is allowed."""
-        if self.is_allowed(ip, port):
-            return
-        what = "port" if not self.port_allowed(port) else "non-public address"
-        via = f" (host {host})" if host and host != str(ip) else ""
-        raise FetchError(f"blocked {what} {_fmt(ip, port)}{via}", kind="blocked")
+        """Raise ``FetchError(kind="blocked")`` unless ``ip:port`` is allowed.
+
+        The message starts with "blocked non-public address" (or "blocked
+        port" when only the port is refused) and names the address.
+        """
+        via = f" (host {host})" if host and host.strip("[]") != str(ip) else ""
+        if not self.address_allowed(ip):
+            raise FetchError(f"blocked non-public address {_fmt(ip, port)}{via}", kind="blocked")
+        if not self.port_allowed(port):
+            raise FetchError(f"blocked port {_fmt(ip, port)}{via}", kind="blocked")
 
     def with_private(self) -> EgressPolicy:
         """The same policy with ``allow_private=True``."""

@@ -24,6 +24,7 @@ import email.utils
 import gzip
 import json
 import os
+import random
 import socket
 import ssl
 import struct
@@ -46,6 +47,8 @@ __all__ = [
     "HostileServer",
     "RecordedRequest",
     "StaticResolver",
+    "big_body",
+    "encode_body",
 ]
 
 RSS = b"""<?xml version="1.0" encoding="UTF-8"?>
@@ -219,9 +222,7 @@ class HostileServer:
         with self._lock:
             self.requests.append(req)
             self._active[req.path] = self._active.get(req.path, 0) + 1
-            self.max_active[req.path] = max(
-                self.max_active.get(req.path, 0), self._active[req.path]
-            )
+            self.max_active[req.path] = max(self.max_active.get(req.path, 0), self._active[req.path])
         try:
             await _route(req.path)(self, req, writer)
             with contextlib.suppress(ConnectionError, OSError):
@@ -237,7 +238,7 @@ class HostileServer:
 
 def _parse_request(head: bytes, peer: tuple[str, int]) -> RecordedRequest:
     lines = head.decode("latin-1").split("\r\n")
-    method, target, _version = (lines[0].split(" ") + ["", "", ""])[:3]
+    method, target, _version = [*lines[0].split(" "), "", "", ""][:3]
     headers: dict[str, str] = {}
     for line in lines[1:]:
         if ":" in line:
@@ -365,9 +366,7 @@ async def _echo(srv: HostileServer, req: RecordedRequest, w: asyncio.StreamWrite
     await _send(w, body.encode(), headers={"Content-Type": "application/json"})
 
 
-async def _slowloris_headers(
-    srv: HostileServer, req: RecordedRequest, w: asyncio.StreamWriter
-) -> None:
+async def _slowloris_headers(srv: HostileServer, req: RecordedRequest, w: asyncio.StreamWriter) -> None:
     w.write(b"HTTP/1.1 200 OK\r\n")
     for n in range(10_000):  # one header line every 0.5 s, never the blank line
         w.write(f"X-Slow-{n}: x\r\n".encode())
@@ -397,20 +396,55 @@ async def _endless(srv: HostileServer, req: RecordedRequest, w: asyncio.StreamWr
 def _bomb_route(encoding: str) -> Handler:
     async def handler(srv: HostileServer, req: RecordedRequest, w: asyncio.StreamWriter) -> None:
         body = await asyncio.get_running_loop().run_in_executor(None, srv.bomb, encoding)
-        await _send_big(
-            w, body, {"Content-Type": "application/rss+xml", "Content-Encoding": encoding}
-        )
+        await _send_big(w, body, {"Content-Type": "application/rss+xml", "Content-Encoding": encoding})
 
     return handler
 
 
 def _encoded_feed(encoding: str, body: bytes) -> Handler:
     async def handler(srv: HostileServer, req: RecordedRequest, w: asyncio.StreamWriter) -> None:
-        await _send(
-            w, body, headers={"Content-Type": "application/rss+xml", "Content-Encoding": encoding}
-        )
+        await _send(w, body, headers={"Content-Type": "application/rss+xml", "Content-Encoding": encoding})
 
     return handler
+
+
+def encode_body(body: bytes, encodings: str) -> bytes:
+    """Apply Content-Encoding tokens in order ("gzip, br" = gzip first, then br)."""
+    import brotli
+    import zstandard
+
+    for token in (t.strip().lower() for t in encodings.split(",")):
+        if token in ("gzip", "x-gzip"):
+            body = gzip.compress(body)
+        elif token == "deflate":
+            body = zlib.compress(body)
+        elif token == "br":
+            body = brotli.compress(body, quality=5)  # quality 11 takes seconds on MBs
+        elif token == "zstd":
+            body = zstandard.ZstdCompressor().compress(body)
+        # "identity" and unknown tokens leave the body as is (the client must refuse unknowns)
+    return body
+
+
+def big_body(size: int) -> bytes:
+    """``size`` bytes of deterministic, moderately compressible text (like a large feed)."""
+    rng = random.Random(size)
+    words = [rng.randbytes(4).hex().encode() for _ in range(2000)]
+    out = bytearray()
+    while len(out) < size:
+        out += b" ".join(rng.choices(words, k=1000)) + b"\n"
+    return bytes(out[:size])
+
+
+async def _encoded(srv: HostileServer, req: RecordedRequest, w: asyncio.StreamWriter) -> None:
+    """RSS (or ``size`` bytes of ``big_body``) under the Content-Encoding list ``enc``."""
+    encodings = _q(req, "enc", "gzip")
+    size = int(_q(req, "size", "0"))
+    await _send(
+        w,
+        encode_body(big_body(size) if size else RSS, encodings),
+        headers={"Content-Type": "application/rss+xml", "Content-Encoding": encodings},
+    )
 
 
 def _redirect(location: str, status: str = "302 Found") -> bytes:
@@ -421,9 +455,7 @@ async def _redirect_loop(srv: HostileServer, req: RecordedRequest, w: asyncio.St
     w.write(_redirect("/redirect-loop"))
 
 
-async def _redirect_chain(
-    srv: HostileServer, req: RecordedRequest, w: asyncio.StreamWriter
-) -> None:
+async def _redirect_chain(srv: HostileServer, req: RecordedRequest, w: asyncio.StreamWriter) -> None:
     remaining = int(req.path.rsplit("/", 1)[-1] or 0)
     if remaining <= 0:
         await _feed(srv, req, w)
@@ -501,9 +533,7 @@ async def _bad_chunk(srv: HostileServer, req: RecordedRequest, w: asyncio.Stream
     await w.drain()
 
 
-async def _truncated_chunked(
-    srv: HostileServer, req: RecordedRequest, w: asyncio.StreamWriter
-) -> None:
+async def _truncated_chunked(srv: HostileServer, req: RecordedRequest, w: asyncio.StreamWriter) -> None:
     w.write(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
         b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
@@ -565,6 +595,7 @@ ROUTES: dict[str, Handler] = {
     "/gzip": _encoded_feed("gzip", gzip.compress(RSS)),
     "/deflate": _encoded_feed("deflate", zlib.compress(RSS)),
     "/double-gzip": _encoded_feed("gzip, gzip", gzip.compress(gzip.compress(RSS))),
+    "/encoded": _encoded,
     "/unknown-encoding": _encoded_feed("compress", RSS),
     "/corrupt-gzip": _encoded_feed("gzip", b"\x1f\x8b\x08\x00" + b"\xff" * 200),
     "/cut-gzip": _encoded_feed("gzip", gzip.compress(RSS)[:-12]),
@@ -668,9 +699,7 @@ class Canary:
         except (TimeoutError, ConnectionError, OSError):
             line = b""
         with self._lock:
-            self.hits.append(
-                CanaryHit((str(peer[0]), int(peer[1])), line.decode("latin-1").strip(), hit_at)
-            )
+            self.hits.append(CanaryHit((str(peer[0]), int(peer[1])), line.decode("latin-1").strip(), hit_at))
         with contextlib.suppress(Exception):
             writer.write(_head("200 OK", {"Content-Type": "text/plain"}, length=6) + b"canary")
             await writer.drain()
@@ -689,9 +718,7 @@ class StaticResolver(AbstractResolver):
     address is refused before any connection.
     """
 
-    def __init__(
-        self, table: Mapping[str, str | list[str] | Callable[[], list[str]]] | None = None
-    ) -> None:
+    def __init__(self, table: Mapping[str, str | list[str] | Callable[[], list[str]]] | None = None) -> None:
         self.table = dict(table or {})
         self.calls: list[tuple[str, int]] = []
 
