@@ -75,6 +75,8 @@ def _newline_sentences(doc: Doc) -> Doc:
     entries often end without a full stop and must not merge with the next line."""
     for token in doc[:-1]:
         if token.is_space and "\n" in token.text:
+            if token.i > 0 and token.is_sent_start:
+                token.is_sent_start = False  # a line break alone is no sentence
             doc[token.i + 1].is_sent_start = True
     return doc
 
@@ -86,6 +88,9 @@ class FieldText:
     name: str  # title | summary | body
     doc: Doc
     sent_starts: list[int]  # token index of each sentence's first token
+    # Sentences that repeat an earlier one word for word (photo captions, "related"
+    # links, live-blog chrome): their terms count once, at the first copy.
+    repeated: frozenset[int] = frozenset()
     _word_pos: list[int] | None = field(default=None, repr=False)
 
     @property
@@ -137,7 +142,7 @@ def normalise_text(text: str) -> str:
 def _summary_repeats_body(summary: str, body: str) -> bool:
     """Feeds often put the lede in the summary; counting it twice would inflate scores."""
     s = " ".join(summary.split())[:200].lower()
-    return bool(s) and s in " ".join(body[:5000].split()).lower()
+    return len(s) >= 20 and s in " ".join(body[:5000].split()).lower()
 
 
 class Analyser:
@@ -195,8 +200,15 @@ class Analyser:
         docs = self.nlp.pipe([t for _, t in parts])
         fields = []
         for (name, _), doc in zip(parts, docs, strict=True):
-            starts = [s.start for s in doc.sents] or [0]
-            fields.append(FieldText(name=name, doc=doc, sent_starts=starts))
+            starts, repeated, seen = [], set(), set()
+            for i, sent in enumerate(doc.sents):
+                starts.append(sent.start)
+                key = " ".join(sent.text.lower().split())
+                if len(key) > 20 and key in seen:
+                    repeated.add(i)
+                seen.add(key)
+            fields.append(FieldText(name=name, doc=doc, sent_starts=starts or [0],
+                                    repeated=frozenset(repeated)))
         return AnalysedArticle(fields=fields)
 
     def analyse(self, article: Article) -> AnalysedArticle:

@@ -34,6 +34,7 @@ MAX_REGEX_MATCHES = 500  # per regex and field: bounds the work a greedy pattern
 MAX_EVIDENCE = 3
 _FIELD_ORDER = {"title": 0, "summary": 1, "lede": 2, "body": 3}
 _WILD_CHARS = r"[\w'’.\-]*"
+_WILD_MARK = "zqxwildzqx"  # stands in for "*" while a wildcard term is tokenised
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class _Hit:
     occ: Occurrence
     term: str
     weight: float  # 0 for proximity partners: marked as evidence, not scored
+    src: int = 0  # id() of the node that scored it: the same span scores once per node
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,16 +184,18 @@ class Classifier:
     def _token_pattern(self, text: str, attr: str, norms: Any) -> list[dict[str, Any]]:
         """A Matcher pattern for a term with ``*`` wildcards inside words."""
         pattern: list[dict[str, Any]] = []
-        for word in text.split(" "):
-            if "*" in word:
-                rx = "^" + _WILD_CHARS.join(re.escape(p) for p in word.split("*")) + "$"
+        # Tokenise with the wildcard replaced by letters, so "cease-fire*" becomes the
+        # tokens the tokenizer makes of "cease-fires": cease, -, fire*.
+        for tok in norms(self.analyser.nlp.make_doc(text.replace("*", _WILD_MARK))):
+            if _WILD_MARK in tok.text:
+                parts = tok.text.split(_WILD_MARK)
+                rx = "^" + _WILD_CHARS.join(re.escape(p) for p in parts) + "$"
                 if attr != "ORTH":
                     rx = "(?i)" + rx
                 pattern.append({"ORTH": {"REGEX": rx}})
             else:
-                for tok in norms(self.analyser.nlp.make_doc(word)):
-                    value = {"NORM": tok.norm_, "LOWER": tok.lower_, "ORTH": tok.text}[attr]
-                    pattern.append({attr: value})
+                value = {"NORM": tok.norm_, "LOWER": tok.lower_, "ORTH": tok.text}[attr]
+                pattern.append({attr: value})
         return pattern
 
     # --- matching ------------------------------------------------------------------
@@ -223,7 +227,15 @@ class Classifier:
                     for leaf, spec in self._entities:
                         if ent.label_ in spec.labels and (not spec.names or name in spec.names):
                             found[leaf].append(self._occ(ft, leaf, ent.start, ent.end))
+        if any(ft.repeated for ft in analysed.fields):
+            for leaf, occs in found.items():
+                found[leaf] = [o for o in occs if not self._repeated(analysed, o)]
         return found
+
+    @staticmethod
+    def _repeated(analysed: AnalysedArticle, occ: Occurrence) -> bool:
+        ft = analysed.field(occ.field)
+        return ft is not None and occ.sent in ft.repeated
 
     @staticmethod
     def _occ(ft: FieldText, leaf: int, start: int, end: int) -> Occurrence:
@@ -237,7 +249,12 @@ class Classifier:
 
     def classify(self, article: Article, *, now: datetime | None = None) -> list[TopicMatch]:
         """The topics that fired on ``article``, each with its evidence."""
-        analysed = self.analyser.analyse(article)
+        return self.classify_analysed(article, self.analyser.analyse(article), now=now)
+
+    def classify_analysed(
+        self, article: Article, analysed: AnalysedArticle, *, now: datetime | None = None
+    ) -> list[TopicMatch]:
+        """``classify`` on an article already analysed (the analysis is the costly part)."""
         found = self._occurrences(analysed)
         candidates = sorted({ti for leaf in found for ti in self._leaf_topics.get(leaf, ())})
         out = []
@@ -400,7 +417,7 @@ class _Evaluator:
         if node.kind == "all" and not all(r.ok for r in results):
             return _FAIL
         hits = tuple(
-            _Hit(h.occ, h.term, h.weight * node.weight)
+            _Hit(h.occ, h.term, h.weight * node.weight, h.src)
             for r in results if r.ok for h in r.hits
         )
         ok = any(r.ok for r in results) and self._enough(node, hits)
@@ -423,7 +440,7 @@ class _Evaluator:
                 continue
             if excepts and self._excepted(occ, excepts):
                 continue
-            hits.append(_Hit(occ, node.label, node.weight))
+            hits.append(_Hit(occ, node.label, node.weight, id(node)))
         ok = len(hits) >= node.min_count
         return _Result(ok, tuple(hits) if ok else ())
 
@@ -450,9 +467,9 @@ class _Evaluator:
                 partners.extend(near)
             else:
                 anchors += 1
-                hits[a.occ] = _Hit(a.occ, a.term, a.weight * node.weight)
+                hits[a.occ] = _Hit(a.occ, a.term, a.weight * node.weight, id(node))
                 for p in partners:
-                    hits.setdefault(p.occ, _Hit(p.occ, p.term, 0.0))
+                    hits.setdefault(p.occ, _Hit(p.occ, p.term, 0.0, id(node)))
         if anchors < node.min_count:
             return _FAIL
         return _Result(True, tuple(hits.values()))
@@ -460,13 +477,16 @@ class _Evaluator:
     # --- topic ---
 
     def _scored(self, hits: Iterable[_Hit]) -> list[_Hit]:
-        """One hit per matched span (the best), capped at max_count per term."""
-        best: dict[tuple[str, int, int], _Hit] = {}
+        """One hit per matched span and scoring node (the best), capped at max_count
+        per term. A span reached twice through the same node (a list named in two
+        groups) scores once; a proximity bonus on the same span adds to it."""
+        best: dict[tuple[str, int, int, int], _Hit] = {}
         for h in hits:
-            k = (h.occ.field, h.occ.start, h.occ.end)
+            k = (h.occ.field, h.occ.start, h.occ.end, h.src)
             if k not in best or self.points(h) > self.points(best[k]):
                 best[k] = h
-        ordered = sorted(best.values(), key=lambda h: -self.points(h))
+        ordered = self._outermost(best.values())
+        ordered.sort(key=lambda h: -self.points(h))
         if self.topic.max_count is None:
             return ordered
         per_term: dict[str, int] = defaultdict(int)
@@ -477,15 +497,39 @@ class _Evaluator:
                 kept.append(h)
         return kept
 
+    @staticmethod
+    def _outermost(hits: Iterable[_Hit]) -> list[_Hit]:
+        """Drop a scoring hit inside a longer one ("negotiations" within "peace
+        negotiations"): one mention scores once, as its most specific term."""
+        spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        hits = list(hits)
+        for h in hits:
+            if h.weight:
+                spans[h.occ.field].append((h.occ.start, h.occ.end))
+        kept = []
+        for h in hits:
+            s, e = h.occ.start, h.occ.end
+            inside = any(
+                os <= s and e <= oe and (os, oe) != (s, e) for os, oe in spans[h.occ.field]
+            )
+            if not inside:
+                kept.append(h)
+        return kept
+
     def explain(self) -> TopicExplanation:
         t = self.topic
         root = self.eval(t.terms)
-        hits = self._scored(root.hits)
+        # Proximity partners (weight 0: "Ukraine" next to "talks") qualify a hit
+        # but are not terms of the topic: they neither count nor show.
+        hits = [h for h in self._scored(root.hits) if h.weight]
         score = round(sum(self.points(h) for h in hits), 4)
         distinct = len({h.term for h in hits})
+        body = self.analysed.field("body")
+        threshold = t.threshold_for(body.word_pos(len(body.doc)) if body else 0)
         reasons = []
-        if score < t.threshold:
-            reasons.append(f"score {score:g} < threshold {t.threshold:g}")
+        if score < threshold:
+            longer = f" (raised from {t.threshold:g} for a long body)" if threshold > t.threshold else ""
+            reasons.append(f"score {score:g} < threshold {threshold:g}{longer}")
         if distinct < t.min_terms:
             reasons.append(f"{distinct} distinct terms < min_terms {t.min_terms}")
         for i, req in enumerate(t.require, 1):
@@ -496,18 +540,30 @@ class _Evaluator:
             if res.ok:
                 terms = ", ".join(dict.fromkeys(h.term for h in res.hits)) or exc.label
                 reasons.append(f"excluded by exclude #{i}: {terms} ({exc.source})")
-        hits.sort(key=lambda h: (_FIELD_ORDER[h.occ.field], h.occ.start))
-        term_hits = tuple(
-            TermHit(term=h.term, text=h.occ.text, field=self.field_of(h.occ),
-                    sentence=h.occ.sent, weight=round(self.points(h), 4))
-            for h in hits
-        )
+        hits.sort(key=lambda h: (_FIELD_ORDER[h.occ.field], h.occ.start, -self.points(h)))
+        term_hits = self._term_hits(hits)
         return TopicExplanation(
-            topic=t.id, name=t.name, fired=not reasons, score=score, threshold=t.threshold,
+            topic=t.id, name=t.name, fired=not reasons, score=score, threshold=threshold,
             distinct_terms=distinct, min_terms=t.min_terms, severity=t.severity,
             channels=t.channels, hits=term_hits, evidence=self.evidence(hits),
             reasons=tuple(reasons),
         )
+
+    def _term_hits(self, hits: list[_Hit]) -> tuple[TermHit, ...]:
+        """One TermHit per matched span; a span scored by two nodes (a term and a
+        proximity bonus) shows once with the points added up."""
+        merged: dict[tuple[str, int, int], TermHit] = {}
+        for h in hits:
+            key = (h.occ.field, h.occ.start, h.occ.end)
+            pts = self.points(h)
+            if key in merged:
+                old = merged[key]
+                merged[key] = TermHit(term=old.term, text=old.text, field=old.field,
+                                      sentence=old.sentence, weight=round(old.weight + pts, 4))
+            else:
+                merged[key] = TermHit(term=h.term, text=h.occ.text, field=self.field_of(h.occ),
+                                      sentence=h.occ.sent, weight=round(pts, 4))
+        return tuple(merged.values())
 
     def evidence(self, hits: list[_Hit]) -> tuple[EvidenceSentence, ...]:
         """The best one to three sentences, terms marked ``**like this**``."""

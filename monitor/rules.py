@@ -123,6 +123,16 @@ class Topic:
     line: int | None
     description: str = ""
     leaf_ids: frozenset[int] = frozenset()  # every leaf the topic can score with
+    length_free_words: int = 0
+    length_per_1000: float = 0.0  # 0: the threshold does not grow with length
+    length_max_extra: float | None = None
+
+    def threshold_for(self, body_words: int) -> float:
+        """The threshold for a body of ``body_words`` words (see ``long_articles``)."""
+        extra = max(0, body_words - self.length_free_words) / 1000 * self.length_per_1000
+        if self.length_max_extra is not None:
+            extra = min(extra, self.length_max_extra)
+        return round(self.threshold + extra, 2)
 
     @property
     def where(self) -> str:
@@ -199,6 +209,15 @@ class NearModel(_Common):
     within: Within = "sentence"
 
 
+class LengthModel(_Strict):
+    """Raise the threshold for long bodies: a passing mention in a long article
+    should not fire where the same count in a short one does."""
+
+    free_words: Annotated[int, Field(ge=0)] = 500
+    per_1000_words: Annotated[float, Field(ge=0, le=100)] = 1.0
+    max_extra: Annotated[float, Field(ge=0)] | None = None
+
+
 class ExampleModel(_Strict):
     text: str
     title: str = ""
@@ -218,6 +237,7 @@ class TopicModel(_Strict):
     severity: Severity = "normal"
     channels: list[str] = []
     threshold: Annotated[float, Field(gt=0)] = 1.0
+    long_articles: LengthModel | None = None
     min_terms: Annotated[int, Field(ge=1, le=100)] = 1
     max_count: Annotated[int, Field(ge=1)] | None = None
     lede_sentences: Annotated[int, Field(ge=0, le=20)] = 2
@@ -657,7 +677,11 @@ def _topic(comp: _Compiler, raw: Any, doc: YamlDocument, loc: Loc) -> Topic | No
     root = Node(kind="any", label="terms", children=terms, source=comp.where(doc, loc))
     ids: set[int] = set()
     _leaf_ids(root, ids, set())
+    length = model.long_articles
     return Topic(
+        length_free_words=length.free_words if length else 0,
+        length_per_1000=length.per_1000_words if length else 0.0,
+        length_max_extra=length.max_extra if length else None,
         id=model.id, name=model.name or model.id, description=model.description,
         severity=model.severity, channels=tuple(model.channels), threshold=model.threshold,
         min_terms=model.min_terms, max_count=model.max_count,
