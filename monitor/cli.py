@@ -211,6 +211,15 @@ def _register_commands() -> None:
     from monitor import cli_rules
 
     cli_rules.register(cli)
+    from monitor import cli_ops  # status, db backup/maintain/retry-dead
+
+    cli_ops.register(cli)
+    from monitor import cli_alerts  # alerts, alerts retry, alerts test
+
+    cli_alerts.register(cli)
+    from monitor import cli_feeds  # feeds, feeds import/export/discover
+
+    cli_feeds.register(cli)
 
 
 _register_commands()

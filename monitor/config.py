@@ -232,7 +232,7 @@ class ServiceSettings(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     # SIGTERM: in-flight polls get this long to finish, then are cancelled (left unseen).
-    stop_timeout: Duration = Field(default=10.0, gt=0)
+    stop_timeout: Duration = Field(default=5.0, gt=0)
     # A poll running longer than this counts as wedged: the watchdog stops being fed.
     poll_stall_timeout: Duration = Field(default=900.0, gt=0)
     # Article bodies older than this are pruned (matches, evidence, alerts stay). None: keep.

@@ -43,7 +43,22 @@ class RedactingFilter(logging.Filter):
             record.msg, record.args = self.redact(message), None
             if record.exc_text:
                 record.exc_text = self.redact(record.exc_text)
+            # Fields passed with extra= (feed, alert, ...) reach the JSON output too.
+            for key in extra_fields(record):
+                value = record.__dict__[key]
+                if isinstance(value, str):
+                    record.__dict__[key] = self.redact(value)
         return True
+
+
+# The attributes every LogRecord has; anything else came from ``extra=``.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message", "asctime", "taskName"}
+
+
+def extra_fields(record: logging.LogRecord) -> list[str]:
+    """Names of the fields a call added with ``extra=`` (e.g. feed, alert, channel)."""
+    return [k for k in record.__dict__ if k not in _STANDARD and not k.startswith("_")]
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,9 +71,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("feed", "alert", "channel", "topic"):
-            if hasattr(record, key):
-                entry[key] = getattr(record, key)
+        for key in extra_fields(record):
+            value = record.__dict__[key]
+            entry[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -83,6 +98,15 @@ def setup_logging(level: str = "info", fmt: str = "text",
     root.setLevel(level.upper())
     # apprise logs full webhook URLs at DEBUG: keep it at INFO or above always.
     logging.getLogger("apprise").setLevel(max(logging.INFO, root.level))
-    for noisy in ("apscheduler.executors", "trafilatura", "htmldate", "courlan", "charset_normalizer"):
+    for noisy in ("apscheduler.executors", "apscheduler.scheduler", "trafilatura", "htmldate",
+                  "courlan", "charset_normalizer"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return redactor
+
+
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Teach every redaction filter on the root logger new secrets (after a reload)."""
+    for handler in logging.getLogger().handlers:
+        for flt in handler.filters:
+            if isinstance(flt, RedactingFilter):
+                flt.update(secrets)

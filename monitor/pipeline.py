@@ -11,6 +11,7 @@ feed lives in the database.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -18,18 +19,42 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime
 from multiprocessing import get_context
+from typing import Any
 
 from monitor.config import Config, FeedConfig
+from monitor.feedhealth import evaluate
 from monitor.fetch import Fetcher
 from monitor.match import Classifier
-from monitor.models import Article, ArticleInput, FeedItem, FetchError, ProcessedArticle, StageError
+from monitor.models import (
+    Article,
+    ArticleInput,
+    FeedItem,
+    FetchError,
+    ParsedFeed,
+    ProcessedArticle,
+    StageError,
+    TopicMatch,
+)
 from monitor.netguard import EgressPolicy
-from monitor.parse import parse_feed
-from monitor.routing import route
-from monitor.store import Store, StoreError, dedup_key, utcnow
+from monitor.parse import check_expat, parse_feed
+from monitor.polling import (
+    NETWORK_KINDS,
+    NetworkWatch,
+    PollState,
+    Schedule,
+    cycle_network_down,
+    feed_bounds,
+    is_due,
+    next_poll,
+)
+from monitor.routing import admin_channels, route
+from monitor.store import Store, StoreError, dedup_key, iso, parse_iso, utcnow
 from monitor.worker import init_worker, process_article, process_in_worker
+
+# Feed bodies at least this big are parsed in the worker processes (when running).
+PARSE_IN_WORKER_BYTES = 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +67,35 @@ class PollOutcome:
     ok: bool
     not_modified: bool = False
     unchanged: bool = False  # 200 with the same body as last time: not parsed again
+    not_due: bool = False  # the feed's next_poll_at is still ahead: nothing was fetched
     items: int = 0
     new_items: int = 0
     matches: int = 0
     alerts: int = 0
+    held: bool = False  # the GUID-churn breaker is open: matches stored, alerts held
     error_kind: str | None = None
     error: str | None = None
     retry_after: float | None = None
+    network_down: bool = False  # failed while the whole network was down: not counted
+    next_poll_at: datetime | None = None
+    interval: float | None = None
+    reason: str | None = None  # why that interval ("adaptive", "max-age", "backoff"...)
     seconds: float = 0.0
+    url: str = ""
 
     def summary(self) -> str:
+        if self.not_due:
+            return "not due"
         if not self.ok:
-            return f"failed ({self.error_kind}): {self.error}"
+            tag = " (network down: not counted)" if self.network_down else ""
+            return f"failed ({self.error_kind}): {self.error}{tag}"
         if self.not_modified:
             return "not modified (304)"
         if self.unchanged:
             return "unchanged"
+        held = " (alerts held: GUID churn)" if self.held else ""
         return (f"{self.items} items, {self.new_items} new, {self.matches} matches,"
-                f" {self.alerts} alerts")
+                f" {self.alerts} alerts{held}")
 
 
 @dataclass
@@ -69,6 +105,14 @@ class CycleReport:
     @property
     def failed(self) -> list[PollOutcome]:
         return [o for o in self.outcomes if not o.ok]
+
+
+@dataclass
+class _Fetched:
+    """What a poll learnt before recording it (kept together for the record step)."""
+
+    row: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class ArticleProcessor:
@@ -101,6 +145,21 @@ class ArticleProcessor:
         assert self._local is not None
         return [process_article(s, self._local) for s in sources]
 
+    async def parse(self, content: bytes, **kwargs: Any) -> ParsedFeed:
+        """Parse feed bytes off the event loop.
+
+        feedparser is pure Python and holds the GIL: in a thread, a big feed
+        still slows the loop down (it gets the GIL back every few ms). A body
+        over ``PARSE_IN_WORKER_BYTES`` goes to the worker processes when they
+        are running; small ones (almost all) stay in a thread, where the cost
+        of shipping bytes to another process would exceed the parse.
+        """
+        if self._executor is not None and len(content) >= PARSE_IN_WORKER_BYTES:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._executor, functools.partial(parse_feed, content, **kwargs))
+        return await asyncio.to_thread(parse_feed, content, **kwargs)
+
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
@@ -108,14 +167,22 @@ class ArticleProcessor:
 
 
 class Pipeline:
-    """Polls feeds and stores what they bring. One instance per daemon."""
+    """Polls feeds and stores what they bring. One instance per daemon.
+
+    The only state it keeps between polls is a :class:`NetworkWatch` (recent
+    outcomes, to tell "the network is down" from "this feed is down"); a feed's
+    poll state, schedule and health live in the database.
+    """
 
     def __init__(self, config: Config, store: Store, fetcher: Fetcher,
                  processor: ArticleProcessor) -> None:
+        check_expat()  # refuse to parse untrusted XML with an unsafe libexpat
         self.config = config
         self.store = store
         self.fetcher = fetcher
         self.processor = processor
+        self.network = NetworkWatch(window=config.fetch.outage_window,
+                                    min_hosts=config.fetch.outage_hosts)
 
     @staticmethod
     def make_fetcher(config: Config) -> Fetcher:
@@ -125,70 +192,232 @@ class Pipeline:
                        max_bytes=config.fetch.max_feed_bytes, concurrency=config.fetch.concurrency,
                        per_host=config.fetch.per_host, policy=policy)
 
-    async def poll(self, feed: FeedConfig) -> PollOutcome:
-        """Fetch, parse and process one feed; record its success or failure."""
+    def job_interval(self, feed: FeedConfig) -> float:
+        """How often a scheduler should call ``poll(feed)``: the feed's floor.
+
+        ``poll`` itself returns "not due" until the computed ``next_poll_at``,
+        so a job at the floor cadence honours every longer interval.
+        """
+        return feed_bounds(feed, self.config.fetch).floor
+
+    async def poll(self, feed: FeedConfig, *, force: bool = False) -> PollOutcome:
+        """Poll one feed if it is due (always with ``force``); record the result.
+
+        A failure counts against the feed unless the whole network looks down
+        (network errors from several hosts, and no success, in a short window).
+        """
+        outcome, fetched = await self._poll(feed, force=force)
+        if not outcome.ok and fetched is not None:
+            self.network.record(time.monotonic(), feed.url, ok=False, kind=outcome.error_kind)
+            down = (outcome.error_kind in NETWORK_KINDS
+                    and self.network.network_down(time.monotonic()))
+            self._record_failure(feed, fetched.row, outcome, counted=not down)
+        elif outcome.ok and not outcome.not_due:
+            self.network.record(time.monotonic(), feed.url, ok=True)
+        return outcome
+
+    async def _poll(self, feed: FeedConfig, *, force: bool,
+                    ) -> tuple[PollOutcome, _Fetched | None]:
+        """Fetch, parse and process one feed; record a success (failures: the caller)."""
         started = time.monotonic()
-        outcome = PollOutcome(feed=feed.label, ok=True)
+        outcome = PollOutcome(feed=feed.label, ok=True, url=feed.url)
+        fetched: _Fetched | None = None
         try:
-            state = self.store.feed_state(feed.url)
+            row = self.store.feed_row(feed.url)
+            fetched = _Fetched(row)
+            if not force and not is_due(parse_iso(row.get("next_poll_at")), utcnow()):
+                outcome.not_due = True
+                return outcome, fetched
             result = await self.fetcher.fetch(
-                feed.url, kind="feed", etag=state.etag, last_modified=state.last_modified,
-                allow_private=feed.allow_private, headers=feed.headers, cookies=feed.cookies,
-                proxy=feed.proxy, max_bytes=self.config.fetch.max_feed_bytes,
+                feed.url, kind="feed", etag=row.get("etag"),
+                last_modified=row.get("last_modified"), allow_private=feed.allow_private,
+                headers=feed.headers, cookies=feed.cookies, proxy=feed.proxy,
+                max_bytes=self.config.fetch.max_feed_bytes,
             )
-            interval = self.config.feed_interval(feed)
+            fetched.headers = result.headers
             if result.not_modified:
                 outcome.not_modified = True
-                self.store.record_poll_success(
-                    state.id, etag=result.etag or state.etag,
-                    last_modified=result.last_modified or state.last_modified,
-                    body_hash=state.body_hash, new_items=0,
-                    next_poll_at=utcnow() + timedelta(seconds=interval))
-                return outcome
+                self._record_success(feed, row, outcome, result.headers,
+                                     etag=result.etag or row.get("etag"),
+                                     last_modified=result.last_modified or row.get("last_modified"),
+                                     body_hash=row.get("body_hash"),
+                                     churn_streak=self._calm_breaker(feed, row))
+                return outcome, fetched
             body_hash = hashlib.sha256(result.content).hexdigest()
-            if body_hash == state.body_hash:
+            if body_hash == row.get("body_hash"):
                 # Same bytes as last time (a server without validators): skip the parse.
                 outcome.unchanged = True
-                self.store.record_poll_success(
-                    state.id, etag=result.etag, last_modified=result.last_modified,
-                    body_hash=body_hash, new_items=0,
-                    next_poll_at=utcnow() + timedelta(seconds=interval))
-                return outcome
+                self._record_success(feed, row, outcome, result.headers, etag=result.etag,
+                                     last_modified=result.last_modified, body_hash=body_hash,
+                                     churn_streak=self._calm_breaker(feed, row))
+                return outcome, fetched
             max_items = feed.max_items or self.config.fetch.max_items_per_poll
-            parsed = await asyncio.to_thread(
-                parse_feed, result.content, url=feed.url, content_type=result.content_type,
-                max_items=max_items, headers=result.headers)
+            parsed = await self.processor.parse(
+                result.content, url=feed.url, content_type=result.content_type,
+                max_items=max_items, headers=result.headers,
+                max_bytes=self.config.fetch.max_feed_bytes)
+            for warning in parsed.warnings:
+                log.info("feed %s: recovered from: %s", feed.label, warning)
             outcome.items = len(parsed.items)
-            fresh = self.store.unseen(state.id, parsed.items)
+            fresh = self.store.unseen(int(row["id"]), parsed.items)
             outcome.new_items = len(fresh)
+            streak = self._churn_streak(row, outcome)
+            outcome.held = self._update_breaker(feed, row, streak)
             if fresh:
-                await self._process_items(feed, state.id, fresh, outcome)
-            self.store.record_poll_success(
-                state.id, etag=result.etag, last_modified=result.last_modified,
-                body_hash=body_hash, new_items=outcome.new_items,
-                next_poll_at=utcnow() + timedelta(seconds=interval))
+                await self._process_items(feed, int(row["id"]), fresh, outcome)
+            self._record_success(feed, row, outcome, result.headers, etag=result.etag,
+                                 last_modified=result.last_modified, body_hash=body_hash,
+                                 ttl_minutes=parsed.ttl_minutes or 0, fresh=fresh,
+                                 churn_streak=streak)
         except StageError as exc:
             outcome.ok = False
             outcome.error_kind = exc.kind
             outcome.error = str(exc)
             if isinstance(exc, FetchError):
                 outcome.retry_after = exc.retry_after
-            self._record_failure(feed, outcome)
         except StoreError as exc:
             outcome.ok, outcome.error_kind, outcome.error = False, "database", str(exc)
+            fetched = None  # nothing more can be recorded
         finally:
             outcome.seconds = time.monotonic() - started
-        return outcome
+        return outcome, fetched
 
-    def _record_failure(self, feed: FeedConfig, outcome: PollOutcome) -> None:
+    # -- recording ------------------------------------------------------------------
+
+    def _poll_state(self, row: dict[str, Any], failures: int | None = None) -> PollState:
+        return PollState(
+            consecutive_failures=int(row.get("consecutive_failures") or 0)
+            if failures is None else failures,
+            items_per_day=row.get("items_per_day"),
+            last_new_at=parse_iso(row.get("last_new_at")),
+        )
+
+    def _record_success(self, feed: FeedConfig, row: dict[str, Any], outcome: PollOutcome,
+                        headers: dict[str, str], *, etag: str | None, last_modified: str | None,
+                        body_hash: str | None, ttl_minutes: int | None = None,
+                        fresh: Sequence[FeedItem] = (), churn_streak: int | None = None) -> None:
+        now = utcnow()
+        feed_id = int(row["id"])
+        updated = dict(row, consecutive_failures=0, failing_since=None)
+        rate = last_new = None
+        if fresh:
+            newest = max(_effective_date(i, now) for i in fresh)
+            stored = parse_iso(row.get("last_new_at"))
+            last_new = newest if stored is None or newest > stored else stored
+            rate = self.store.item_rate(feed_id, now)
+            updated.update(items_per_day=rate, last_new_at=iso(last_new))
+        ttl = ttl_minutes if ttl_minutes is not None else row.get("ttl_minutes")
+        schedule = next_poll(
+            outcome="ok", state=self._poll_state(updated), settings=self.config.fetch,
+            bounds=feed_bounds(feed, self.config.fetch), now=now, headers=headers,
+            ttl_minutes=ttl or None,
+        )
+        self._note_schedule(outcome, schedule)
+        self.store.record_poll_success(
+            feed_id, etag=etag, last_modified=last_modified, body_hash=body_hash,
+            new_items=outcome.new_items, next_poll_at=schedule.next_poll_at,
+            interval=schedule.interval, reason=schedule.reason, items_per_day=rate,
+            last_new_at=last_new, churn_streak=churn_streak, ttl_minutes=ttl_minutes)
+        updated["next_poll_at"] = iso(schedule.next_poll_at)
+        self._check_health(updated, now)
+
+    def _record_failure(self, feed: FeedConfig, row: dict[str, Any], outcome: PollOutcome,
+                        *, counted: bool) -> None:
+        """Record a failed poll and schedule the retry (backoff, or the floor when the
+        network was down). Never raises: a database error is logged."""
+        now = utcnow()
+        failures = int(row.get("consecutive_failures") or 0) + (1 if counted else 0)
+        outcome.network_down = not counted
+        schedule = next_poll(
+            outcome="error" if counted else "network", state=self._poll_state(row, failures),
+            bounds=feed_bounds(feed, self.config.fetch), settings=self.config.fetch, now=now,
+            retry_after=outcome.retry_after,
+        )
+        self._note_schedule(outcome, schedule)
         try:
-            state = self.store.feed_state(feed.url)
-            retry = outcome.retry_after or self.config.feed_interval(feed)
             self.store.record_poll_failure(
-                state.id, kind=outcome.error_kind or "error", message=outcome.error or "",
-                next_poll_at=utcnow() + timedelta(seconds=retry))
+                int(row["id"]), kind=outcome.error_kind or "error", message=outcome.error or "",
+                next_poll_at=schedule.next_poll_at, counted=counted, interval=schedule.interval,
+                reason=schedule.reason)
+            if counted:
+                self._check_health(dict(
+                    row, consecutive_failures=failures,
+                    failing_since=row.get("failing_since") or iso(now),
+                    last_error_kind=outcome.error_kind, last_error=outcome.error,
+                    next_poll_at=iso(schedule.next_poll_at)), now)
         except StoreError as exc:
             log.error("feed %s: could not record its failure: %s", feed.label, exc)
+
+    @staticmethod
+    def _note_schedule(outcome: PollOutcome, schedule: Schedule) -> None:
+        outcome.next_poll_at = schedule.next_poll_at
+        outcome.interval = schedule.interval
+        outcome.reason = schedule.reason
+
+    def _check_health(self, row: dict[str, Any], now: datetime) -> None:
+        """Raise a notice when the feed starts failing or goes quiet, and on recovery."""
+        change = evaluate(row, now, self.config.fetch)
+        if change is None:
+            return
+        channels = admin_channels(self.config.channels)
+        for notice in change.notices:
+            self.store.enqueue_notice(notice.key, notice.title, notice.body, channels,
+                                      severity=notice.severity)
+            log.warning("feed %s: %s", row.get("name") or row.get("url"), notice.title)
+        self.store.set_feed_health(int(row["id"]), change.state, change.since)
+
+    # -- GUID churn circuit breaker ---------------------------------------------------
+
+    def _churn_streak(self, row: dict[str, Any], outcome: PollOutcome) -> int:
+        """Consecutive polls on which most of the feed's items were "new".
+
+        The first poll of a feed (nothing stored yet) does not count: every item
+        is new then by definition.
+        """
+        settings = self.config.fetch
+        churning = (
+            int(row.get("items_total") or 0) > 0
+            and outcome.items >= settings.churn_min_items
+            and outcome.new_items > settings.churn_ratio * outcome.items
+        )
+        return int(row.get("churn_streak") or 0) + 1 if churning else 0
+
+    def _calm_breaker(self, feed: FeedConfig, row: dict[str, Any]) -> int | None:
+        """Nothing new at all (304, same body): no churn; close an open breaker.
+
+        Returns the streak to store (0), or None when there is nothing to change.
+        """
+        if not row.get("churn_streak") and not row.get("alerts_held_since"):
+            return None
+        self._update_breaker(feed, row, 0)
+        return 0
+
+    def _update_breaker(self, feed: FeedConfig, row: dict[str, Any], streak: int) -> bool:
+        """Open or close the breaker; True while this feed's alerts are held."""
+        settings = self.config.fetch
+        held_since = parse_iso(row.get("alerts_held_since"))
+        feed_id = int(row["id"])
+        channels = admin_channels(self.config.channels)
+        if streak >= settings.churn_polls:
+            if held_since is None:
+                now = utcnow()
+                self.store.set_alerts_held(feed_id, now)
+                self.store.enqueue_notice(
+                    f"feed-churn-{feed_id}-{iso(now)}", f"Feed alerts held: {feed.label}",
+                    f"{feed.url}: more than {settings.churn_ratio:.0%} of its items were new on"
+                    f" {streak} polls in a row (GUID churn?). Its matches are stored but not"
+                    " alerted until a poll brings mostly known items again.", channels)
+                log.warning("feed %s: GUID churn, alerts held", feed.label)
+            return True
+        if held_since is not None:
+            self.store.set_alerts_held(feed_id, None)
+            self.store.enqueue_notice(
+                f"feed-unchurn-{feed_id}-{iso(held_since)}", f"Feed alerts resumed: {feed.label}",
+                f"{feed.url} brings mostly known items again; its alerts are sent again.",
+                channels, severity="normal")
+        return False
+
+    # -- items ------------------------------------------------------------------------
 
     async def _fetch_page(self, item: FeedItem) -> tuple[bytes | None, str | None]:
         if not item.link:
@@ -226,9 +455,13 @@ class Pipeline:
         ]
         processed = await self.processor.process(sources)
         channels = self.config.channels
+
+        def routing(match: TopicMatch) -> Sequence[str]:
+            # A feed whose breaker is open keeps its matches, without outbox rows.
+            return () if outcome.held else route(match, channels)
+
         for result in processed:
-            recorded = self.store.record_item(
-                feed_id, feed.label, result, route=lambda m: route(m, channels))
+            recorded = self.store.record_item(feed_id, feed.label, result, route=routing)
             if recorded.new_article:
                 outcome.matches += len(recorded.match_ids)
                 outcome.alerts += len(recorded.alert_ids)
@@ -236,24 +469,54 @@ class Pipeline:
                     log.info("feed %s: %r matched %s (score %.1f)", feed.label,
                              result.article.title[:80], match.topic, match.score)
 
-    async def run_cycle(self, feeds: Sequence[FeedConfig] | None = None) -> CycleReport:
-        """Poll every enabled feed once, concurrently (the fetcher bounds concurrency)."""
+    # -- a whole cycle ------------------------------------------------------------------
+
+    async def run_cycle(self, feeds: Sequence[FeedConfig] | None = None, *,
+                        force: bool = True) -> CycleReport:
+        """Poll every enabled feed once, concurrently (the fetcher bounds concurrency).
+
+        ``force`` (the default, for ``newsmon once``) polls feeds that are not due
+        yet. When every poll of the cycle fails with a network error, on several
+        hosts, the network is down: no feed has the failure counted against it.
+        """
         feeds = [f for f in (feeds or self.config.feeds) if f.enabled]
         cycle_id = self.store.start_cycle()
-        outcomes = await asyncio.gather(*(self.poll(f) for f in feeds))
-        report = CycleReport(list(outcomes))
+        results = await asyncio.gather(*(self._poll(f, force=force) for f in feeds))
+        polled = [(f, o, r) for f, (o, r) in zip(feeds, results, strict=True) if not o.not_due]
+        failed = [(f, o, r) for f, o, r in polled if not o.ok and r is not None]
+        down = cycle_network_down([(f.url, o.error_kind) for f, o, _ in failed], len(polled),
+                                  self.config.fetch.outage_hosts)
+        now = time.monotonic()
+        for feed, outcome, _ in polled:
+            self.network.record(now, feed.url, ok=outcome.ok, kind=outcome.error_kind)
+        for feed, outcome, fetched in failed:
+            assert fetched is not None
+            self._record_failure(feed, fetched.row, outcome, counted=not down)
+        if down:
+            log.error("every feed failed with a network error: the network looks down;"
+                      " the failures are not counted against the feeds")
+        outcomes = [o for o, _ in results]
+        report = CycleReport(outcomes)
         for o in outcomes:
             log_poll(o)
         self.store.finish_cycle(
             cycle_id, feeds_ok=sum(o.ok for o in outcomes), feeds_failed=len(report.failed),
             items_new=sum(o.new_items for o in outcomes), matches=sum(o.matches for o in outcomes),
             alerts=sum(o.alerts for o in outcomes),
+            error="network down" if down else None,
         )
         return report
 
 
+def _effective_date(item: FeedItem, now: datetime) -> datetime:
+    """An item's date for rates and silence: published, but never after ``now``."""
+    return min(item.published, now) if item.published else now
+
+
 def log_poll(outcome: PollOutcome) -> None:
-    level = logging.INFO if outcome.ok else logging.WARNING
+    # "not due" is DEBUG: the daemon's feed jobs tick at the floor cadence.
+    level = (logging.DEBUG if outcome.not_due
+             else logging.INFO if outcome.ok else logging.WARNING)
     log.log(level, "poll %s: %s (%.2fs)", outcome.feed, outcome.summary(), outcome.seconds,
             extra={"feed": outcome.feed})
 

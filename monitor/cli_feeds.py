@@ -1,0 +1,339 @@
+"""``newsmon feeds``: feed health, OPML import/export and feed discovery.
+
+    newsmon feeds [--json]                 every feed's health (a table on a terminal,
+                                           tab-separated when piped, or JSON)
+    newsmon feeds import FILE.opml|URL     append feeds to the config file
+    newsmon feeds export [-o FILE]         the configured feeds as OPML 2.0
+    newsmon feeds discover URL [--add]     the feeds a site announces
+
+Exit codes:
+  0  done
+  1  done, but: a feed is failing (list); some feeds were rejected or could not
+     be checked (import); no feed found (discover)
+  2  usage or configuration error (missing or invalid file, bad OPML), nothing written
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from monitor.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, State, config_option
+from monitor.config import Config
+from monitor.discover import FoundFeed, discover
+from monitor.fetch import Fetcher
+from monitor.models import FetchError
+from monitor.opml import OpmlError, OpmlFeed, append_feeds, export_opml, looks_like_opml, parse_opml
+from monitor.parse import FeedParseError, parse_feed
+from monitor.pipeline import Pipeline
+from monitor.store import Store, StoreError
+from monitor.yamlfile import ConfigErrors
+
+pass_state = click.make_pass_decorator(State)
+
+COLUMNS = ("name", "url", "health", "last_success", "failures", "last_error_kind",
+           "next_poll", "interval_s", "reason", "items_per_day", "alerts_held_since",
+           "last_error")
+
+
+def register(cli: click.Group) -> None:
+    """Add ``newsmon feeds`` and its subcommands to the main group."""
+    cli.add_command(feeds)
+
+
+def _is_terminal(stream: Any) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def _fail(message: str, code: int = EXIT_CONFIG) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+# --- newsmon feeds -----------------------------------------------------------------------
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of feed objects.")
+@config_option
+@click.pass_context
+def feeds(ctx: click.Context, as_json: bool) -> None:
+    """Feed health: last success, last error, failures, next poll, items a day.
+
+    Reads the daemon's database (read-only; safe beside a running daemon).
+    Exits 1 when a feed is in the "failing" state.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    state = ctx.find_object(State)
+    assert state is not None
+    config = state.config()
+    table = feed_rows(config)
+    if as_json:
+        click.echo(json.dumps(table, indent=2, ensure_ascii=False))
+    elif _is_terminal(sys.stdout):
+        _print_rich(table)
+    else:
+        click.echo("\t".join(COLUMNS))
+        for row in table:
+            click.echo("\t".join(_cell(row[c]) for c in COLUMNS))
+    sys.exit(EXIT_FAILED if any(r["health"] == "failing" for r in table) else EXIT_OK)
+
+
+def feed_rows(config: Config) -> list[dict[str, Any]]:
+    """One dict per configured feed, with its stored health (empty if never polled)."""
+    stored: dict[str, dict[str, Any]] = {}
+    path = config.database_path()
+    if path.exists():
+        try:
+            store = Store.open_readonly(path)
+            try:
+                stored = {r["url"]: r for r in store.feeds_table()}
+            finally:
+                store.close()
+        except StoreError as exc:
+            _fail(str(exc), EXIT_FAILED)
+    rows = []
+    for feed in config.feeds:
+        row = stored.get(feed.url, {})
+        rate = row.get("items_per_day")
+        rows.append({
+            "name": feed.name or "", "url": feed.url,
+            "health": ("disabled" if not feed.enabled
+                       else row.get("health_state") or ("new" if not row.get("last_poll_at")
+                                                        else "ok")),
+            "last_success": row.get("last_success_at"),
+            "failures": int(row.get("consecutive_failures") or 0),
+            "last_error_kind": row.get("last_error_kind"),
+            "next_poll": row.get("next_poll_at"),
+            "interval_s": round(row["poll_interval"]) if row.get("poll_interval") else None,
+            "reason": row.get("poll_reason"),
+            "items_per_day": round(rate, 2) if rate is not None else None,
+            "alerts_held_since": row.get("alerts_held_since"),
+            "last_error": row.get("last_error") if row.get("consecutive_failures") else None,
+        })
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    # One line per feed, whatever a server put in an error message.
+    return " ".join(str(value).split())
+
+
+def _print_rich(rows: Sequence[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    styles = {"ok": "green", "failing": "bold red", "quiet": "yellow", "new": "cyan",
+              "disabled": "dim"}
+    table = Table(title=f"{len(rows)} feeds", show_lines=False)
+    for column in ("feed", "health", "last success", "fails", "error", "next poll",
+                   "interval", "items/day"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        error = row["last_error_kind"] or ""
+        if row["alerts_held_since"]:
+            error = (error + " churn: alerts held").strip()
+        interval = f"{row['interval_s']}s ({row['reason']})" if row["interval_s"] else ""
+        table.add_row(row["name"] or row["url"], f"[{styles.get(row['health'], '')}]"
+                      f"{row['health']}[/]", _cell(row["last_success"]), str(row["failures"]),
+                      error, _cell(row["next_poll"]), interval, _cell(row["items_per_day"]))
+    Console().print(table)
+
+
+# --- import ------------------------------------------------------------------------------
+
+
+def _fetcher(config: Config) -> Fetcher:
+    return Pipeline.make_fetcher(config)
+
+
+async def _load_source(source: str, config: Config, allow_private: bool) -> list[OpmlFeed]:
+    """The feeds named by an OPML file, an OPML URL, a feed URL or a site URL."""
+    if not source.lower().startswith(("http://", "https://")):
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise click.UsageError(f"cannot read {source}: {exc.strerror}") from None
+        return parse_opml(data).feeds
+    async with _fetcher(config) as fetcher:
+        result = await fetcher.fetch(source, kind="feed", allow_private=allow_private)
+        if looks_like_opml(result.content):
+            return parse_opml(result.content).feeds
+        found = await discover(source, fetcher, allow_private=allow_private)
+    return [OpmlFeed(url=f.url, title=f.title) for f in found]
+
+
+async def _check_feeds(config: Config, wanted: Sequence[OpmlFeed], allow_private: bool,
+                       advance: Callable[[OpmlFeed, str | None], None]) -> list[OpmlFeed]:
+    """Fetch and parse each feed; keep those that work. ``advance`` reports each one."""
+    async with _fetcher(config) as fetcher:
+
+        async def one(feed: OpmlFeed) -> OpmlFeed | None:
+            try:
+                result = await fetcher.fetch(feed.url, kind="feed", allow_private=allow_private,
+                                             max_bytes=config.fetch.max_feed_bytes)
+                parsed = await asyncio.to_thread(
+                    parse_feed, result.content, url=feed.url, content_type=result.content_type,
+                    max_items=1, max_bytes=config.fetch.max_feed_bytes)
+            except (FetchError, FeedParseError) as exc:
+                advance(feed, f"{exc.kind}: {exc}")
+                return None
+            advance(feed, None)
+            return feed if feed.title else OpmlFeed(feed.url, parsed.title or None, feed.tags)
+
+        checked = await asyncio.gather(*(one(f) for f in wanted))
+    return [f for f in checked if f is not None]
+
+
+@feeds.command("import")
+@click.argument("source")
+@click.option("--tag", "tags", multiple=True, help="Add this tag to every imported feed.")
+@click.option("--check/--no-check", default=False, show_default=True,
+              help="Fetch each feed first and import only those that parse.")
+@click.option("--dry-run", is_flag=True, help="Show what would be added; write nothing.")
+@click.option("--allow-private", is_flag=True,
+              help="Let SOURCE (a URL) and the checks reach private addresses.")
+@config_option
+@pass_state
+def import_command(state: State, source: str, tags: tuple[str, ...], check: bool,
+                   dry_run: bool, allow_private: bool) -> None:
+    """Append the feeds of an OPML file (or URL, or a site's page) to the config.
+
+    SOURCE is an OPML file, an OPML URL, a feed URL, or a site URL (its feeds
+    are discovered). The config file is edited in place, keeping its comments;
+    feeds already configured are skipped. The new file is validated first:
+    on any error nothing is written.
+    """
+    config = state.config()
+    if config.source is None:
+        _fail("no config file to append to")
+    assert config.source is not None
+    try:
+        wanted = asyncio.run(_load_source(source, config, allow_private))
+    except OpmlError as exc:
+        _fail(f"{source}: {exc}")
+    except FetchError as exc:
+        _fail(f"{source}: {exc.kind}: {exc}", EXIT_FAILED)
+    if not wanted:
+        _fail(f"{source}: no feeds found", EXIT_FAILED)
+    rejected: list[str] = []
+    if check:
+        wanted = _run_checks(config, wanted, allow_private, rejected)
+    try:
+        result = append_feeds(config.source, wanted, extra_tags=tags, dry_run=dry_run)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            click.echo(f"error: {error}", err=True)
+        _fail("the config would not be valid after the import; nothing was written")
+    verb = "would add" if dry_run else "added"
+    for url in result.added:
+        click.echo(f"{verb}\t{url}")
+    for url in result.already:
+        click.echo(f"already configured\t{url}")
+    click.echo(f"{len(result.added)} {verb}, {len(result.already)} already configured,"
+               f" {len(rejected)} rejected" + ("" if dry_run else f" ({config.source})"),
+               err=True)
+    sys.exit(EXIT_FAILED if rejected else EXIT_OK)
+
+
+def _run_checks(config: Config, wanted: list[OpmlFeed], allow_private: bool,
+                rejected: list[str]) -> list[OpmlFeed]:
+    """Check feeds with a progress bar on a terminal, one plain line each when piped."""
+    def report(feed: OpmlFeed, error: str | None) -> None:
+        if error:
+            rejected.append(feed.url)
+            click.echo(f"rejected\t{feed.url}\t{_cell(error)}", err=True)
+
+    if not _is_terminal(sys.stderr):
+        def plain(feed: OpmlFeed, error: str | None) -> None:
+            report(feed, error)
+            if not error:
+                click.echo(f"ok\t{feed.url}", err=True)
+        return asyncio.run(_check_feeds(config, wanted, allow_private, plain))
+
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("checking feeds", total=len(wanted))
+
+        def bar(feed: OpmlFeed, error: str | None) -> None:
+            report(feed, error)
+            progress.advance(task)
+
+        return asyncio.run(_check_feeds(config, wanted, allow_private, bar))
+
+
+# --- export ------------------------------------------------------------------------------
+
+
+@feeds.command("export")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file instead of standard output.")
+@config_option
+@pass_state
+def export_command(state: State, output: str | None) -> None:
+    """Write the configured feeds as OPML 2.0 (tags become categories)."""
+    config = state.config()
+    data = export_opml(config.feeds)
+    if output:
+        Path(output).write_bytes(data)
+        click.echo(f"{len(config.feeds)} feeds written to {output}", err=True)
+    else:
+        click.echo(data.decode("utf-8"), nl=False)
+
+
+# --- discover ----------------------------------------------------------------------------
+
+
+@feeds.command("discover")
+@click.argument("url")
+@click.option("--json", "as_json", is_flag=True, help="Print the feeds as JSON.")
+@click.option("--add", is_flag=True, help="Append the feeds found to the config file.")
+@click.option("--guess/--no-guess", default=True, show_default=True,
+              help="When the page announces no feed, try /feed, /rss.xml, /atom.xml...")
+@click.option("--allow-private", is_flag=True, help="Let URL reach a private address.")
+@config_option
+@pass_state
+def discover_command(state: State, url: str, as_json: bool, add: bool, guess: bool,
+                     allow_private: bool) -> None:
+    """Find the feeds of a site from its page (<link rel="alternate" ...>)."""
+    config = state.config()
+    if not url.lower().startswith(("http://", "https://")):
+        _fail(f"{url}: not an http(s) URL")
+
+    async def find() -> list[FoundFeed]:
+        async with _fetcher(config) as fetcher:
+            return await discover(url, fetcher, allow_private=allow_private, guess=guess)
+
+    try:
+        found = asyncio.run(find())
+    except FetchError as exc:
+        _fail(f"{url}: {exc.kind}: {exc}", EXIT_FAILED)
+    if as_json:
+        click.echo(json.dumps([{"url": f.url, "title": f.title, "kind": f.kind,
+                                "source": f.source} for f in found], indent=2,
+                              ensure_ascii=False))
+    else:
+        for f in found:
+            click.echo(f"{f.url}\t{f.kind}\t{f.title or ''}")
+    if not found:
+        _fail(f"{url}: no feed found", EXIT_FAILED)
+    if add and config.source is not None:
+        try:
+            result = append_feeds(config.source, [OpmlFeed(f.url, f.title) for f in found])
+        except ConfigErrors as exc:
+            for error in exc.errors:
+                click.echo(f"error: {error}", err=True)
+            _fail("the config would not be valid; nothing was written")
+        click.echo(f"{len(result.added)} added, {len(result.already)} already configured",
+                   err=True)
