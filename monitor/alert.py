@@ -32,12 +32,14 @@ Retry-After: they get the exponential backoff alone.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
 import random
+import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,6 +76,46 @@ def plain(text: str | None) -> str:
     return clean(text)
 
 
+class _Collector(logging.Filter):
+    """Keeps the messages of the records it stops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.messages.append(record.getMessage())
+        return False
+
+
+@contextlib.contextmanager
+def _apprise_silenced() -> Iterator[list[str]]:
+    """Stop apprise's log records while a URL is parsed, and hand their text back.
+
+    apprise logs a URL it cannot parse whole, or its tokens one by one
+    (``invalid Slack (third) Token (C...)``), at ERROR: no redaction of known
+    values catches a token alone. The caller masks them (``mask_tokens``) and
+    puts the hint in its own error. Only at start-up and on reload.
+    """
+    logger = logging.getLogger("apprise")
+    collector = _Collector()
+    logger.addFilter(collector)
+    try:
+        yield collector.messages
+    finally:
+        logger.removeFilter(collector)
+
+
+def mask_tokens(text: str, url: str) -> str:
+    """``text`` with every part of ``url`` (tokens, user, password, host, path) masked."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    parts = {url, rest, *(p for p in re.split(r"[/:@?&=#,+]+", rest) if len(p) >= 3)}
+    for part in sorted(parts, key=len, reverse=True):
+        text = text.replace(part, "****")
+    # apprise shortens long values (C...T): mask what is left of any URL.
+    return re.sub(r"\b([a-z][a-z0-9+.-]*)://\S+", r"\1://****", text)
+
+
 # --- Retry-After capture ---------------------------------------------------------
 
 
@@ -107,6 +149,19 @@ def install_response_capture() -> None:
 
     send._newsmon_capture = True  # type: ignore[attr-defined]
     requests.Session.send = send  # type: ignore[method-assign]
+
+
+def quiet_http_debug() -> None:
+    """Keep urllib3 (under apprise's requests) at INFO or above.
+
+    At DEBUG it logs every request line, ``POST /bot<token>/sendMessage`` or
+    ``POST /api/webhooks/<id>/<token>``: a webhook's secret is often its path,
+    which the redaction filter cannot know on its own. Like the apprise logger
+    (``monitor.logs``), it never goes below INFO.
+    """
+    logger = logging.getLogger("urllib3")
+    if logger.getEffectiveLevel() < logging.INFO:
+        logger.setLevel(logging.INFO)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -146,6 +201,14 @@ class SendResult:
     error: str = ""
     retry_after: float | None = None  # seconds the service asked us to wait
     status: int | None = None
+
+    @property
+    def permanent(self) -> bool:
+        """The service refused this message (a 4xx but 408/425/429): retrying the
+        same message is unlikely to help, so it counts towards ``max_attempts``.
+        Outages (5xx, timeouts, refused connections, 429) only age an alert."""
+        return self.status is not None and 400 <= self.status < 500 \
+            and self.status not in (408, 425, 429)
 
 
 @dataclass
@@ -194,6 +257,7 @@ class Deliverer:
                  *, rng: random.Random | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         install_response_capture()
+        quiet_http_debug()
         self.settings = settings
         self.channels = {c.name: c for c in channels}
         self.admin = admin_channels(channels)
@@ -209,7 +273,7 @@ class Deliverer:
                 errors.append(str(exc))
         if errors:
             raise ChannelError("; ".join(errors))
-        log_channel = ChannelConfig(name=LOG_CHANNEL, url="log://")
+        log_channel = ChannelConfig(name=LOG_CHANNEL, url="log://", rate_limit=0)
         self.targets.setdefault(LOG_CHANNEL, Target(
             log_channel, None, Renderer("text", body_limit=ALERT_BODY_CAP, title_limit=250), None))
 
@@ -218,10 +282,13 @@ class Deliverer:
         # response included (apprise stops waiting and reports TIMEOUT).
         asset = apprise.AppriseAsset(service_timeout=self.settings.timeout)
         notifier = apprise.Apprise(asset=asset)
-        if not notifier.add(channel.url):
+        with _apprise_silenced() as said:
+            added = notifier.add(channel.url)
+        if not added:
+            hints = "; ".join(dict.fromkeys(mask_tokens(m, channel.url) for m in said))
             raise ChannelError(
                 f"channel {channel.name}: apprise cannot use the URL {mask_url(channel.url)}"
-                " (check the scheme and the tokens)")
+                " (check the scheme and the tokens)" + (f": {hints}" if hints else ""))
         service = notifier[0]
         fmt, body_format = _format_for(channel, service)
         body_limit = int(service.body_maxlen or 32768)
@@ -389,8 +456,10 @@ class Deliverer:
         """Record a failed message: the channel backs off; old or tried-out alerts die."""
         delay = self._retry_delay(failures, result)
         age_limit = timedelta(seconds=self.settings.max_age)
-        dead = [a for a in alerts if a.attempts + 1 >= self.settings.max_attempts
-                or now - a.created_at > age_limit]
+        # An outage (the channel down) must not kill alerts by attempts: they wait
+        # up to max_age. A message the service refuses dies after max_attempts.
+        dead = [a for a in alerts if now - a.created_at > age_limit
+                or (result.permanent and a.attempts + 1 >= self.settings.max_attempts)]
         store.mark_attempt_failed(cfg.name, [a.id for a in alerts], error=result.error,
                                   retry_at=now + timedelta(seconds=delay),
                                   dead_ids=[a.id for a in dead])
@@ -409,7 +478,7 @@ class Deliverer:
         if not entries:
             return
         state = store.channel_state(channel)
-        result = SendResult(False, f"channel {channel} is no longer configured")
+        result = SendResult(False, f"channel {channel} is no longer configured", status=404)
         fake = ChannelConfig(name=channel, url="none://")
         self._failed(store, fake, entries, result, state["failures"] + 1, now, report)
 

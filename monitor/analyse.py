@@ -1,7 +1,7 @@
 """The analyse stage: tokens, sentences, lemmas and (optionally) entities.
 
 The default pipeline is ``spacy.blank("en")`` + sentencizer + a lookup
-lemmatizer (``spacy-lookups-data``): about 8 ms per 1,000 words and no
+lemmatizer (``spacy-lookups-data``): about 5 ms per 1,000 words and no
 download. A trained pipeline named in config (``en_core_web_sm``) is used when
 installed, for its named entities; otherwise entity conditions rely on the rule
 files' gazetteer, added as an ``EntityRuler`` by ``monitor.match``.
@@ -18,9 +18,13 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+import numpy as np
 import spacy
+from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, LEMMA, NORM, ORTH, SENT_START
 from spacy.language import Language
 from spacy.lookups import load_lookups
+from spacy.pipeline import Sentencizer
+from spacy.strings import get_string_id
 from spacy.tokens import Doc
 
 from monitor.models import Article
@@ -28,6 +32,9 @@ from monitor.models import Article
 log = logging.getLogger(__name__)
 
 MAX_FIELD_CHARS = 300_000  # ~50,000 words: longer bodies are cut (a worker must not stall)
+# Memo of word -> (lemma, norm) hashes per analyser: a worker sees the same few
+# thousand words all day; cleared when full so memory stays bounded.
+MAX_NORM_CACHE = 200_000
 # Components of trained pipelines we do not use: entities are the only reason to load one.
 _UNUSED = ["tagger", "parser", "attribute_ruler", "lemmatizer", "morphologizer", "senter"]
 
@@ -51,6 +58,8 @@ class _LookupNorms:
 
     def __init__(self) -> None:
         self.table = load_lookups("en", ["lemma_lookup"]).get_table("lemma_lookup")
+        # ORTH hash -> (LEMMA hash, NORM hash); see MAX_NORM_CACHE.
+        self._cache: dict[int, tuple[int, int]] = {}
 
     def lemma(self, text: str) -> str:
         found = self.table.get(text)
@@ -59,13 +68,62 @@ class _LookupNorms:
         return found
 
     def __call__(self, doc: Doc) -> Doc:
-        cache: dict[str, tuple[str, str]] = {}
-        for token in doc:
-            pair = cache.get(token.text)
+        # Works on hash arrays, not Token objects: creating a Python Token per
+        # word and setting two string properties cost more than the tokenizer.
+        if not len(doc):
+            return doc
+        words, where = np.unique(doc.to_array(ORTH), return_inverse=True)
+        cache, strings = self._cache, doc.vocab.strings
+        if len(cache) > MAX_NORM_CACHE:
+            cache.clear()
+        values = []
+        for orth in words.tolist():  # each distinct word once
+            pair = cache.get(orth)
             if pair is None:
-                lemma = self.lemma(token.text)
-                pair = cache[token.text] = (lemma, lemma.lower())
-            token.lemma_, token.norm_ = pair
+                lemma = self.lemma(strings[orth])
+                pair = cache[orth] = (strings.add(lemma), strings.add(lemma.lower()))
+            values.append(pair)
+        doc.from_array([LEMMA, NORM], np.array(values, dtype=np.uint64)[where.reshape(-1)])
+        return doc
+
+
+@Language.factory("newsmon_sentencizer")
+def _make_sentencizer(nlp: Language, name: str) -> _ArraySentencizer:
+    return _ArraySentencizer()
+
+
+class _ArraySentencizer:
+    """spaCy's rule-based ``sentencizer`` (default punctuation, ``overwrite=False``)
+    computed on token arrays.
+
+    spaCy's own walks the Doc creating a Python Token per word, a third of the
+    pipeline's cost after tokenizing. The rule is the same: a sentence starts at
+    the first token, and at each token that is neither punctuation nor a
+    sentence-final character when such a character came after the previous
+    such token.
+    """
+
+    def __init__(self) -> None:
+        self.punct_hashes = np.array(
+            sorted(get_string_id(c) for c in Sentencizer.default_punct_chars), dtype=np.uint64
+        )
+
+    def __call__(self, doc: Doc) -> Doc:
+        n = len(doc)
+        if not n:
+            return doc
+        cols = doc.to_array([ORTH, IS_PUNCT, SENT_START]).reshape(n, 3)
+        at = np.searchsorted(self.punct_hashes, cols[:, 0]).clip(0, len(self.punct_hashes) - 1)
+        final = self.punct_hashes[at] == cols[:, 0]  # text is a sentence-final character
+        words = np.flatnonzero(~final & (cols[:, 1] == 0))
+        finals_before = np.cumsum(final)[words]  # sentence-final characters up to each word
+        previous = np.concatenate(([0], finals_before[:-1]))
+        guess = np.full(n, -1, dtype=np.int64)
+        guess[0] = 1
+        guess[words[finals_before > previous]] = 1
+        current = cols[:, 2].view(np.int64)  # -1 is stored as 2**64 - 1
+        starts = np.where(current == 0, guess, current)  # like overwrite=False
+        doc.from_array([SENT_START], starts.view(np.uint64))
         return doc
 
 
@@ -73,11 +131,27 @@ class _LookupNorms:
 def _newline_sentences(doc: Doc) -> Doc:
     """Start a sentence after every line break: headings, bullets and live-blog
     entries often end without a full stop and must not merge with the next line."""
-    for token in doc[:-1]:
-        if token.is_space and "\n" in token.text:
-            if token.i > 0 and token.is_sent_start:
-                token.is_sent_start = False  # a line break alone is no sentence
-            doc[token.i + 1].is_sent_start = True
+    n = len(doc)
+    if n < 2:
+        return doc
+    cols = doc.to_array([ORTH, IS_SPACE, SENT_START]).reshape(n, 3)
+    # Only space tokens can hold a line break: visit those, not every token.
+    spaces = np.flatnonzero(cols[:-1, 1]).tolist()
+    if not spaces:
+        return doc
+    # Work on the SENT_START column (1 start, -1 inside, 0 unset), written back
+    # once: Token.is_sent_start's setter scans the whole doc on every call.
+    orths = cols[:, 0].tolist()
+    starts = cols[:, 2].view(np.int64).tolist()
+    strings, changed = doc.vocab.strings, False
+    for i in spaces:
+        if "\n" in strings[orths[i]]:
+            if i > 0 and starts[i] == 1:
+                starts[i] = -1  # a line break alone is no sentence
+            starts[i + 1] = 1
+            changed = True
+    if changed:
+        doc.from_array([SENT_START], np.array(starts, dtype=np.int64).view(np.uint64))
     return doc
 
 
@@ -92,10 +166,15 @@ class FieldText:
     # links, live-blog chrome): their terms count once, at the first copy.
     repeated: frozenset[int] = frozenset()
     _word_pos: list[int] | None = field(default=None, repr=False)
+    # The analysed string (equal to doc.text, which spaCy rebuilds token by token
+    # on every access): regex leaves and evidence read it.
+    _text: str | None = field(default=None, repr=False)
 
     @property
     def text(self) -> str:
-        return self.doc.text
+        if self._text is None:
+            self._text = self.doc.text
+        return self._text
 
     def sentence_of(self, token_i: int) -> int:
         return max(0, bisect_right(self.sent_starts, token_i) - 1)
@@ -112,13 +191,9 @@ class FieldText:
     def word_pos(self, token_i: int) -> int:
         """Number of word tokens (not punctuation or space) before ``token_i``."""
         if self._word_pos is None:
-            pos, n = [], 0
-            for t in self.doc:
-                pos.append(n)
-                if not (t.is_punct or t.is_space):
-                    n += 1
-            pos.append(n)
-            self._word_pos = pos
+            flags = self.doc.to_array([IS_PUNCT, IS_SPACE]).reshape(-1, 2)
+            words = (flags.sum(axis=1) == 0).astype(np.int64)
+            self._word_pos = [0, *np.cumsum(words).tolist()]
         return self._word_pos[token_i]
 
 
@@ -145,6 +220,14 @@ def _summary_repeats_body(summary: str, body: str) -> bool:
     return len(s) >= 20 and s in " ".join(body[:5000].split()).lower()
 
 
+def _sentence_starts(doc: Doc) -> list[int]:
+    """First token of each sentence, as ``doc.sents`` has them (token 0 always)."""
+    if not len(doc):
+        return [0]
+    flags = doc.to_array(SENT_START)
+    return [0, *(np.flatnonzero(flags[1:] == 1) + 1).tolist()]
+
+
 class Analyser:
     """A spaCy pipeline that turns an Article's fields into analysed Docs."""
 
@@ -154,9 +237,9 @@ class Analyser:
         self.nlp = self._trained(model) if model else None
         if self.nlp is None:
             self.nlp = spacy.blank("en")
-            self.nlp.add_pipe("sentencizer")
+            self.nlp.add_pipe("newsmon_sentencizer", name="sentencizer")
         else:
-            self.nlp.add_pipe("sentencizer", first=True)
+            self.nlp.add_pipe("newsmon_sentencizer", name="sentencizer", first=True)
         self.nlp.add_pipe("newsmon_newlines", after="sentencizer")
         # Last, so a trained NER still sees spaCy's own norms as features.
         self.nlp.add_pipe("newsmon_norms", last=True)
@@ -199,16 +282,20 @@ class Analyser:
         parts = [(n, normalise_text(t[:MAX_FIELD_CHARS])) for n, t in parts if t and t.strip()]
         docs = self.nlp.pipe([t for _, t in parts])
         fields = []
-        for (name, _), doc in zip(parts, docs, strict=True):
-            starts, repeated, seen = [], set(), set()
-            for i, sent in enumerate(doc.sents):
-                starts.append(sent.start)
-                key = " ".join(sent.text.lower().split())
+        for (name, text), doc in zip(parts, docs, strict=True):
+            starts = _sentence_starts(doc)
+            # Sentence texts sliced from the string by character offsets: Span.text
+            # would rebuild each one token by token. Whitespace is normalised away.
+            idx = doc.to_array(IDX).tolist() if len(doc) else [0]
+            bounds = [idx[s] for s in starts] + [len(text)]
+            repeated, seen = set(), set()
+            for i in range(len(starts)):
+                key = " ".join(text[bounds[i]:bounds[i + 1]].lower().split())
                 if len(key) > 20 and key in seen:
                     repeated.add(i)
                 seen.add(key)
-            fields.append(FieldText(name=name, doc=doc, sent_starts=starts or [0],
-                                    repeated=frozenset(repeated)))
+            fields.append(FieldText(name=name, doc=doc, sent_starts=starts,
+                                    repeated=frozenset(repeated), _text=text))
         return AnalysedArticle(fields=fields)
 
     def analyse(self, article: Article) -> AnalysedArticle:

@@ -1,10 +1,11 @@
 """The match stage: run every topic's rules over an analysed article.
 
 All terms of all topics are compiled once into shared spaCy matchers (one
-``PhraseMatcher`` per match attribute, one ``Matcher`` for wildcards), so an
-article is scanned once whatever the number of rules; only the topics whose
-terms occurred are then evaluated. Regex leaves run through re2 (linear time),
-entity leaves read ``doc.ents``.
+``PhraseMatcher`` per match attribute), so an article is scanned once whatever
+the number of rules; only the topics whose terms occurred are then evaluated.
+Wildcard terms are tested against each distinct word of a field, not each token
+(see ``_WildcardIndex``). Regex leaves run through re2 (linear time), entity
+leaves read ``doc.ents``.
 
 Scoring (EMM-style): each occurrence of a scoring term adds
 ``term weight × group weights × field weight`` (title, summary, lede, body);
@@ -23,7 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spacy.matcher import Matcher, PhraseMatcher
+import numpy as np
+from spacy.attrs import LOWER, NORM, ORTH
+from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
 from monitor.analyse import AnalysedArticle, Analyser, FieldText
@@ -35,6 +38,19 @@ MAX_EVIDENCE = 3
 _FIELD_ORDER = {"title": 0, "summary": 1, "lede": 2, "body": 3}
 _WILD_CHARS = r"[\w'’.\-]*"
 _WILD_MARK = "zqxwildzqx"  # stands in for "*" while a wildcard term is tokenised
+_WILD_COLS = (ORTH, LOWER, NORM)  # columns of the token array multi-token wildcards test
+_ATOM = -1  # a _Slot column: the token must match a wildcard atom
+MAX_WILD_MEMO = 200_000  # words remembered per classifier; cleared when full (bounded memory)
+# One token of a compiled wildcard term: (column in _WILD_COLS, hash) for a
+# literal token, (_ATOM, atom id) for a wildcard token.
+_Slot = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _WildToken:
+    """A token of a term with ``*`` in it: the literal parts around the stars."""
+
+    parts: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +135,136 @@ class TopicExplanation:
         return "\n".join(lines)
 
 
+class _WildcardIndex:
+    """Wildcard terms, matched per distinct word rather than per token.
+
+    A spaCy ``Matcher`` with one regex per wildcard tests every token against
+    every pattern. Here each wildcard token ("negotiat*", the "fire*" of
+    "cease-fire*") is an *atom* with the same regex the Matcher used; a word's
+    atoms are found once (only atoms whose literal start agrees with the word's
+    first two characters are tried) and memoised by ORTH hash, so the cost per
+    field is one dict look-up per distinct word. Several atoms may match one
+    word; each fires. Terms of several tokens are then checked with numpy over
+    the token arrays, at the positions where their atoms matched.
+    """
+
+    def __init__(self, vocab: Any) -> None:
+        self._strings = vocab.strings
+        self.atoms: list[re.Pattern[str]] = []
+        self._atom_ids: dict[tuple[bool, tuple[str, ...]], int] = {}
+        # Candidate atoms by a word's first two characters: exact for case-
+        # sensitive atoms, lower-cased (ASCII only, see _atoms_of) otherwise.
+        self._exact: dict[str, list[int]] = defaultdict(list)
+        self._folded: dict[str, list[int]] = defaultdict(list)
+        self._folded_all: list[int] = []
+        self._always: list[int] = []  # no usable literal start: tried on every word
+        self.single: dict[int, list[int]] = defaultdict(list)  # atom -> single-token leaves
+        # Multi-token terms (leaf, slots), filed under their first atom.
+        self.multi: dict[int, list[tuple[int, tuple[_Slot, ...]]]] = defaultdict(list)
+        self._memo: dict[int, tuple[int, ...]] = {}  # ORTH hash -> matching atoms
+
+    def __len__(self) -> int:
+        return len(self.atoms)
+
+    def add(self, leaf: int, tokens: list[_Slot | _WildToken], case: bool) -> None:
+        """Add the term of ``leaf``: its literal and wildcard tokens, in order."""
+        compiled = [(_ATOM, self._atom(case, t.parts)) if isinstance(t, _WildToken) else t
+                    for t in tokens]
+        if len(compiled) == 1:
+            self.single[compiled[0][1]].append(leaf)
+        else:
+            first = next(v for c, v in compiled if c == _ATOM)
+            self.multi[first].append((leaf, tuple(compiled)))
+
+    def _atom(self, case: bool, parts: tuple[str, ...]) -> int:
+        found = self._atom_ids.get((case, parts))
+        if found is not None:
+            return found
+        # The very regex the Matcher used (and tested with .search, as it did).
+        rx = "^" + _WILD_CHARS.join(re.escape(p) for p in parts) + "$"
+        atom = self._atom_ids[(case, parts)] = len(self.atoms)
+        self.atoms.append(re.compile(rx if case else "(?i)" + rx))
+        head = parts[0][:2]
+        if len(head) < 2:
+            self._always.append(atom)
+        elif case:
+            self._exact[head].append(atom)
+        elif head.isascii():
+            self._folded[head.lower()].append(atom)
+            self._folded_all.append(atom)
+        else:
+            self._always.append(atom)
+        return atom
+
+    def _atoms_of(self, word: str) -> tuple[int, ...]:
+        head = word[:2]
+        cands = self._exact.get(head, []) + self._always
+        if head.isascii():
+            # Between ASCII characters, re's IGNORECASE is exactly lower(); a
+            # non-ASCII head ("İran", "ſ", the Kelvin sign) may still fold onto
+            # an ASCII letter, so it tries every case-insensitive atom.
+            cands += self._folded.get(head.lower(), [])
+        else:
+            cands += self._folded_all
+        return tuple(sorted(a for a in set(cands) if self.atoms[a].search(word)))
+
+    def find(self, doc: Doc) -> list[tuple[int, int, int]]:
+        """(leaf, start, end) of every wildcard term in ``doc``, per leaf in order."""
+        if not self.atoms or not len(doc):
+            return []
+        cols = doc.to_array(list(_WILD_COLS)).reshape(len(doc), len(_WILD_COLS))
+        orths = cols[:, 0].tolist()
+        memo = self._memo
+        if len(memo) > MAX_WILD_MEMO:
+            memo.clear()
+        hits: dict[int, tuple[int, ...]] = {}
+        for orth in set(orths):
+            atoms = memo.get(orth)
+            if atoms is None:
+                atoms = memo[orth] = self._atoms_of(self._strings[orth])
+            if atoms:
+                hits[orth] = atoms
+        if not hits:
+            return []
+        out: list[tuple[int, int, int]] = []
+        single = self.single
+        if single:
+            found = np.fromiter(hits, dtype=np.uint64, count=len(hits))
+            for i in np.flatnonzero(np.isin(cols[:, 0], found)).tolist():
+                for atom in hits[orths[i]]:
+                    out.extend((leaf, i, i + 1) for leaf in single.get(atom, ()))
+        matched = {a for atoms in hits.values() for a in atoms}
+        masks: dict[int, np.ndarray] = {}  # atom -> tokens it matched, built on demand
+        for first in matched:
+            for leaf, slots in self.multi.get(first, ()):
+                if any(c == _ATOM and v not in matched for c, v in slots):
+                    continue
+                out.extend((leaf, s, s + len(slots))
+                           for s in _starts(cols, slots, hits, masks))
+        return out
+
+
+def _starts(cols: np.ndarray, slots: tuple[_Slot, ...], hits: dict[int, tuple[int, ...]],
+            masks: dict[int, np.ndarray]) -> list[int]:
+    """Token positions where the consecutive ``slots`` all hold."""
+    n, width = len(cols), len(slots)
+    if width > n:
+        return []
+    ok = np.ones(n - width + 1, dtype=bool)
+    for k, (col, value) in enumerate(slots):
+        if col == _ATOM:
+            mask = masks.get(value)
+            if mask is None:
+                words = np.array([o for o, a in hits.items() if value in a], dtype=np.uint64)
+                mask = masks[value] = np.isin(cols[:, 0], words)
+        else:
+            mask = cols[:, col] == value
+        ok &= mask[k:k + n - width + 1]
+        if not ok.any():
+            return []
+    return np.flatnonzero(ok).tolist()
+
+
 class Classifier:
     """Compiled rules + analyser; build once per process, reuse for every article."""
 
@@ -131,7 +277,7 @@ class Classifier:
         self._phrase = {
             attr: PhraseMatcher(nlp.vocab, attr=attr) for attr in ("NORM", "LOWER", "ORTH")
         }
-        self._wild = Matcher(nlp.vocab)
+        self._wild = _WildcardIndex(nlp.vocab)
         self._key_leaf: dict[int, int] = {}
         self._regexes: list[tuple[int, Any]] = []
         self._entities: list[tuple[int, LeafSpec]] = []
@@ -170,7 +316,7 @@ class Classifier:
             self._key_leaf[self._vocab.strings.add(key)] = i
             attr = "ORTH" if leaf.case else ("NORM" if leaf.lemma else "LOWER")
             if "*" in leaf.text:
-                self._wild.add(key, [self._token_pattern(leaf.text, attr, norms)])
+                self._wild.add(i, self._wild_slots(leaf.text, attr, norms), case=leaf.case)
             else:
                 doc = norms(self.analyser.nlp.make_doc(leaf.text))
                 phrase_patterns[attr].append((key, doc))
@@ -181,22 +327,20 @@ class Classifier:
             for key, docs in by_key.items():
                 self._phrase[attr].add(key, docs)
 
-    def _token_pattern(self, text: str, attr: str, norms: Any) -> list[dict[str, Any]]:
-        """A Matcher pattern for a term with ``*`` wildcards inside words."""
-        pattern: list[dict[str, Any]] = []
+    def _wild_slots(self, text: str, attr: str, norms: Any) -> list[_Slot | _WildToken]:
+        """The tokens of a term with ``*`` wildcards inside words: (column, hash)
+        for a literal token, a _WildToken for one with a ``*``."""
+        slots: list[_Slot | _WildToken] = []
+        col = _WILD_COLS.index({"ORTH": ORTH, "LOWER": LOWER, "NORM": NORM}[attr])
         # Tokenise with the wildcard replaced by letters, so "cease-fire*" becomes the
         # tokens the tokenizer makes of "cease-fires": cease, -, fire*.
         for tok in norms(self.analyser.nlp.make_doc(text.replace("*", _WILD_MARK))):
             if _WILD_MARK in tok.text:
-                parts = tok.text.split(_WILD_MARK)
-                rx = "^" + _WILD_CHARS.join(re.escape(p) for p in parts) + "$"
-                if attr != "ORTH":
-                    rx = "(?i)" + rx
-                pattern.append({"ORTH": {"REGEX": rx}})
+                slots.append(_WildToken(tuple(tok.text.split(_WILD_MARK))))
             else:
                 value = {"NORM": tok.norm_, "LOWER": tok.lower_, "ORTH": tok.text}[attr]
-                pattern.append({attr: value})
-        return pattern
+                slots.append((col, self._vocab.strings.add(value)))
+        return slots
 
     # --- matching ------------------------------------------------------------------
 
@@ -209,10 +353,10 @@ class Classifier:
             for matcher in self._phrase.values():
                 if len(matcher):
                     spans.extend(matcher(doc))
-            if len(self._wild):
-                spans.extend(self._wild(doc))
             for key, start, end in spans:
                 leaf = self._key_leaf[key]
+                found[leaf].append(self._occ(ft, leaf, start, end))
+            for leaf, start, end in self._wild.find(doc):
                 found[leaf].append(self._occ(ft, leaf, start, end))
             for leaf, rx in self._regexes:
                 for n, m in enumerate(rx.finditer(ft.text)):

@@ -278,6 +278,10 @@ class Pipeline:
         except StoreError as exc:
             outcome.ok, outcome.error_kind, outcome.error = False, "database", str(exc)
             fetched = None  # nothing more can be recorded
+        except Exception as exc:  # a bug or a library failure: this feed only, never the cycle
+            log.exception("feed %s: internal error", feed.label)
+            outcome.ok, outcome.error_kind = False, "internal"
+            outcome.error = f"internal error: {type(exc).__name__}: {exc}"[:500]
         finally:
             outcome.seconds = time.monotonic() - started
         return outcome, fetched

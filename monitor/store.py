@@ -335,6 +335,23 @@ class Store:
             return self.feed_row(url)
         return rows[0]
 
+    @contextmanager
+    def _lazy_commit(self) -> Iterator[None]:
+        """Commit without waiting for the disk (``synchronous=NORMAL``) for writes
+        that are cheap to lose: a feed's poll state. In WAL mode the commit stays
+        atomic and ordered; a power cut may only forget it (the feed is polled
+        again). Alerts and items keep ``FULL``. Saves an fsync (~2 ms) per poll:
+        most of an all-304 cycle."""
+        if self.db.conn.in_transaction:
+            yield  # inside someone's transaction: their commit decides
+            return
+        previous = self.db.execute("PRAGMA synchronous").fetchone()[0]
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self.db.execute(f"PRAGMA synchronous={int(previous)}")
+
     def record_poll_success(
         self, feed_id: int, *, etag: str | None, last_modified: str | None,
         body_hash: str | None, new_items: int, next_poll_at: datetime | None = None,
@@ -360,7 +377,7 @@ class Store:
             if value is not None:
                 sets.append(f"{column} = ?")
                 params.append(value)
-        with _errors("saving poll state"), self.db.atomic():
+        with _errors("saving poll state"), self._lazy_commit(), self.db.atomic():
             self.db.execute(f"UPDATE feeds SET {', '.join(sets)} WHERE id = ?", [*params, feed_id])
 
     def record_poll_failure(
@@ -372,7 +389,7 @@ class Store:
         starts ``failing_since``: the feed itself is not to blame."""
         now = iso(utcnow())
         count = 1 if counted else 0
-        with _errors("saving poll error"), self.db.atomic():
+        with _errors("saving poll error"), self._lazy_commit(), self.db.atomic():
             self.db.execute(
                 "UPDATE feeds SET last_poll_at = ?, last_error = ?, last_error_kind = ?,"
                 " last_error_at = ?, consecutive_failures = consecutive_failures + ?,"

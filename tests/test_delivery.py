@@ -6,6 +6,7 @@ the admin channel, and secrets kept out of logs, errors and the database.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import threading
@@ -168,11 +169,12 @@ def test_retry_after_as_http_date() -> None:
     assert parse_retry_after("soon") is None
 
 
-def test_dead_letters_are_reported_on_the_admin_channel(store: Store, receiver: Site) -> None:
-    receiver.routes["/down"] = (500, {}, b"down")
+def test_a_refused_message_dies_after_max_attempts_and_is_reported(
+        store: Store, receiver: Site) -> None:
+    receiver.routes["/refuse"] = (400, {}, b"bad request")
     alert_id = add_alert(store, "news")
     deliverer = Deliverer(
-        [channel("news", f"json://127.0.0.1:{receiver.port}/down"),
+        [channel("news", f"json://127.0.0.1:{receiver.port}/refuse"),
          channel("ops", f"json://127.0.0.1:{receiver.port}/hook", admin=True)],
         settings(max_attempts=2))
     now = datetime.now(UTC)
@@ -185,8 +187,21 @@ def test_dead_letters_are_reported_on_the_admin_channel(store: Store, receiver: 
     (notice,) = posts(receiver, "/hook")
     key = row(store, alert_id)["alert_key"]
     assert notice["title"] == "[newsmon] Alerts to news could not be delivered"
-    assert key in notice["message"] and "HTTP 500" in notice["message"]
+    assert key in notice["message"] and "HTTP 400" in notice["message"]
     assert str(receiver.port) not in notice["message"]  # no channel URL in it
+
+
+def test_an_outage_kills_by_age_not_by_attempts(store: Store, receiver: Site) -> None:
+    receiver.routes["/down"] = (500, {}, b"down")
+    t0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    alert_id = add_alert(store, "news", at=t0)
+    deliverer = Deliverer([channel("news", f"json://127.0.0.1:{receiver.port}/down")],
+                          settings(max_attempts=2, max_age="1d"))
+    for hours in (0, 1, 2, 3, 4):
+        assert deliverer.deliver_due(store, now=t0 + timedelta(hours=hours)).dead == 0
+    assert row(store, alert_id)["attempts"] == 5
+    assert deliverer.deliver_due(store, now=t0 + timedelta(days=1, hours=1)).dead == 1
+    assert row(store, alert_id)["status"] == "dead"
 
 
 def test_admin_notices_are_rate_limited_into_a_digest(store: Store, receiver: Site) -> None:
@@ -222,3 +237,28 @@ def test_log_channel_writes_each_alert_to_the_log(
     with caplog.at_level("INFO", logger="monitor.alert"):
         assert Deliverer([], settings()).deliver_due(store).sent == 1
     assert re.search(r"ALERT a\d+-ceasefire-log \[ceasefire\] Story", caplog.text)
+
+
+def test_a_slow_dripping_endpoint_is_cut_off_at_the_timeout(store: Store) -> None:
+    def drip(handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        # Headers one byte at a time: each read is quick, so a read timeout never fires.
+        try:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 60:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass  # the client gave up, as it should
+        handler.wfile = io.BytesIO()  # type: ignore[assignment]  # the rest goes nowhere
+        return 200, {}, b""
+
+    with Site(routes={"/hook": drip}) as site:
+        alert_id = add_alert(store, "hook")
+        deliverer = Deliverer([channel(url=f"json://127.0.0.1:{site.port}/hook")],
+                              settings(timeout=1.5))
+        started = time.monotonic()
+        report = deliverer.deliver_due(store)
+        elapsed = time.monotonic() - started
+    assert report.failed == 1 and elapsed < 3.0
+    assert "timed out" in row(store, alert_id)["last_error"]
+    assert row(store, alert_id)["status"] == "pending"

@@ -14,9 +14,9 @@ from tests.test_rules_support import DEV, PACK, SEED, article
 # Dev figures when this floor was set (docs/rules.md has the table): the floor sits a
 # little under them so that a rule change that loses ground fails here.
 FLOOR = {
-    "negotiation": {"precision": 0.83, "recall": 0.88, "f1": 0.86},
+    "negotiation": {"precision": 0.88, "recall": 0.93, "f1": 0.91},
     "ceasefire": {"precision": 0.95, "recall": 0.82, "f1": 0.88},
-    "aid": {"precision": 0.76, "recall": 0.88, "f1": 0.82},
+    "aid": {"precision": 0.90, "recall": 0.97, "f1": 0.94},
 }
 
 @pytest.fixture(scope="module")

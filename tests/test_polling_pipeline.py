@@ -377,3 +377,14 @@ def test_failure_kinds_are_stored(tmp_path: Path, kind: str) -> None:
     outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))
     assert outcome.error_kind == kind
     assert feed_row(config, config.feeds[0].url)["last_error_kind"] == kind
+
+
+def test_poll_state_commits_lazily_and_restores_full_sync(tmp_path: Path, site: Site) -> None:
+    """Poll-state writes skip the fsync; the connection goes back to FULL for items."""
+    site.routes["/feed"] = feed_route(rss(items(2)))
+    config = make_config(tmp_path, [site.url("/feed")])
+    pipeline = build(config)
+    assert run(pipeline, pipeline.poll(config.feeds[0], force=True)).ok
+    assert pipeline.store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    row = feed_row(config, site.url("/feed"))  # another connection sees the commit
+    assert row["last_success_at"] and row["items_total"] == 2
