@@ -48,6 +48,8 @@ import apprise
 import requests
 
 from monitor.config import ChannelConfig, DeliverySettings
+from monitor.httpdates import retry_after_seconds
+from monitor.logs import pin_leaky_loggers
 from monitor.models import PendingAlert
 from monitor.render import Format, Message, Renderer, TemplateProblem, clean
 from monitor.routing import LOG_CHANNEL, admin_channels
@@ -151,37 +153,6 @@ def install_response_capture() -> None:
     requests.Session.send = send  # type: ignore[method-assign]
 
 
-def quiet_http_debug() -> None:
-    """Keep urllib3 (under apprise's requests) at INFO or above.
-
-    At DEBUG it logs every request line, ``POST /bot<token>/sendMessage`` or
-    ``POST /api/webhooks/<id>/<token>``: a webhook's secret is often its path,
-    which the redaction filter cannot know on its own. Like the apprise logger
-    (``monitor.logs``), it never goes below INFO.
-    """
-    logger = logging.getLogger("urllib3")
-    if logger.getEffectiveLevel() < logging.INFO:
-        logger.setLevel(logging.INFO)
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP-date)."""
-    import email.utils
-
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(int(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
-
-
 # --- results ---------------------------------------------------------------------
 
 
@@ -257,7 +228,7 @@ class Deliverer:
                  *, rng: random.Random | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         install_response_capture()
-        quiet_http_debug()
+        pin_leaky_loggers()
         self.settings = settings
         self.channels = {c.name: c for c in channels}
         self.admin = admin_channels(channels)
@@ -342,7 +313,7 @@ class Deliverer:
             return SendResult(False, "the service did not accept the message")
         wait = None
         for outcome in reversed(responses):
-            wait = parse_retry_after(outcome.retry_after)
+            wait = retry_after_seconds(outcome.retry_after)
             if wait is not None:
                 break
         if last.status < 400:

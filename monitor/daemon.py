@@ -153,11 +153,10 @@ def prepare_config(path: os.PathLike[str] | str) -> Config:
 
 
 def job_interval(runtime: Runtime, feed: FeedConfig) -> float:
-    """How often a feed's job ticks: the pipeline's cadence when it decides
-    due-ness itself (``Pipeline.job_interval``: polls not due return at once),
-    else the feed's configured interval."""
-    cadence = getattr(runtime.pipeline, "job_interval", None)
-    return float(cadence(feed)) if cadence is not None else runtime.config.feed_interval(feed)
+    """How often a feed's job ticks: the feed's floor. ``Pipeline.poll`` returns
+    "not due" at once until the feed's computed next poll, so the polling policy
+    (cache headers, adaptive rate, backoff) decides the real interval."""
+    return runtime.pipeline.job_interval(feed)
 
 
 def enabled_feeds(config: Config) -> dict[str, FeedConfig]:
@@ -190,7 +189,7 @@ class CycleTally:
 
     def add(self, outcome: PollOutcome) -> None:
         self.feeds_seen.add(outcome.feed)
-        if getattr(outcome, "not_due", False):
+        if outcome.not_due:
             return  # considered this round, nothing fetched: not a poll
         self.ok += outcome.ok
         self.failed += not outcome.ok
@@ -359,7 +358,7 @@ class Daemon:
         log_poll(outcome)
         self.metrics.observe_poll(
             ok=outcome.ok, not_modified=outcome.not_modified, unchanged=outcome.unchanged,
-            not_due=getattr(outcome, "not_due", False),
+            not_due=outcome.not_due,
             error_kind=outcome.error_kind, new_items=outcome.new_items, alerts=outcome.alerts,
             seconds=outcome.seconds, finished_at=time.time())
         self._tally.add(outcome)

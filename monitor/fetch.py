@@ -19,7 +19,6 @@ Every failure is a :class:`~monitor.models.FetchError` with a ``kind``.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import re
 import ssl
 import time
@@ -27,7 +26,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Final, Literal, Protocol
 
@@ -38,6 +37,7 @@ from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from monitor.httpdates import retry_after_seconds
 from monitor.models import FetchError, FetchResult
 from monitor.netguard import EgressPolicy, GuardedResolver, numeric_host
 
@@ -104,20 +104,8 @@ def _one_line(text: str, limit: int = 500) -> str:
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), capped at 6 h."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        seconds = float(int(value))
-    else:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+    seconds = retry_after_seconds(value, now=now)
+    return None if seconds is None else min(seconds, _MAX_RETRY_AFTER)
 
 
 def _media_type(content_type: str | None) -> str:

@@ -96,12 +96,27 @@ def setup_logging(level: str = "info", fmt: str = "text",
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # apprise logs full webhook URLs at DEBUG: keep it at INFO or above always.
-    logging.getLogger("apprise").setLevel(max(logging.INFO, root.level))
+    pin_leaky_loggers()
     for noisy in ("apscheduler.executors", "apscheduler.scheduler", "trafilatura", "htmldate",
                   "courlan", "charset_normalizer"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return redactor
+
+
+LEAKY_LOGGERS = ("apprise", "urllib3")
+
+
+def pin_leaky_loggers() -> None:
+    """Keep the loggers that print secrets at DEBUG at INFO or above, always.
+
+    apprise logs full webhook URLs at DEBUG, and urllib3 (under apprise's
+    requests) logs request lines such as ``POST /bot<token>/sendMessage``: a
+    webhook's secret is often its path, which the redaction filter cannot know.
+    """
+    for name in LEAKY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 def add_secrets(secrets: Iterable[str]) -> None:

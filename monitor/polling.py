@@ -26,17 +26,17 @@ The rules, in order:
 
 from __future__ import annotations
 
-import email.utils
 import random as _random
 import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
 from monitor.config import FeedConfig, FetchSettings
+from monitor.httpdates import http_date, retry_after_seconds
 
 DAY = 86_400.0
 
@@ -104,33 +104,11 @@ def cache_lifetime(headers: Mapping[str, str], now: datetime) -> float | None:
         if m:
             seconds = float(m.group(1))
             return seconds if seconds > 0 else None
-    expires = headers.get("expires")
-    if expires:
-        try:
-            when = email.utils.parsedate_to_datetime(expires.strip())
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
+    when = http_date(headers.get("expires"))
+    if when is not None:
         seconds = (when - now).total_seconds()
         return seconds if seconds > 0 else None
     return None
-
-
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """A ``Retry-After`` value (delta-seconds or HTTP-date) in seconds, uncapped."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(int(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - now).total_seconds(), 0.0)
 
 
 # --- adaptive interval -----------------------------------------------------------
@@ -188,7 +166,7 @@ def next_poll(
     """
     headers = headers or {}
     if retry_after is None:
-        retry_after = retry_after_seconds(headers.get("retry-after"), now)
+        retry_after = retry_after_seconds(headers.get("retry-after"), now=now)
     capped_retry = min(retry_after, settings.retry_after_max) if retry_after else None
 
     if outcome == "network":

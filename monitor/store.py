@@ -290,6 +290,35 @@ class Store:
         with _errors(f"opening {self.path}"):
             self.db = connect(self.path)
 
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """A write transaction that takes SQLite's write lock up front.
+
+        A deferred ``BEGIN`` that reads before it writes fails at once with
+        "database is locked" when another connection (the delivery thread, a
+        ``newsmon`` command) commits in between: the busy timeout does not cover
+        a lock upgrade. ``BEGIN IMMEDIATE`` waits for the lock instead. Nested
+        use becomes a savepoint.
+        """
+        conn = self.db.conn
+        if conn.in_transaction:
+            with self.db.atomic():
+                yield
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
     def close(self) -> None:
         self.db.close()
 
@@ -297,7 +326,7 @@ class Store:
     def sync_feeds(self, feeds: Iterable[tuple[str, str | None, Sequence[str]]]) -> None:
         """Make sure every configured feed has a row; mark the others disabled."""
         now = iso(utcnow())
-        with _errors("saving feeds"), self.db.atomic():
+        with _errors("saving feeds"), self._write():
             urls = []
             for url, name, tags in feeds:
                 urls.append(url)
@@ -377,7 +406,7 @@ class Store:
             if value is not None:
                 sets.append(f"{column} = ?")
                 params.append(value)
-        with _errors("saving poll state"), self._lazy_commit(), self.db.atomic():
+        with _errors("saving poll state"), self._lazy_commit(), self._write():
             self.db.execute(f"UPDATE feeds SET {', '.join(sets)} WHERE id = ?", [*params, feed_id])
 
     def record_poll_failure(
@@ -389,7 +418,7 @@ class Store:
         starts ``failing_since``: the feed itself is not to blame."""
         now = iso(utcnow())
         count = 1 if counted else 0
-        with _errors("saving poll error"), self._lazy_commit(), self.db.atomic():
+        with _errors("saving poll error"), self._lazy_commit(), self._write():
             self.db.execute(
                 "UPDATE feeds SET last_poll_at = ?, last_error = ?, last_error_kind = ?,"
                 " last_error_at = ?, consecutive_failures = consecutive_failures + ?,"
@@ -402,13 +431,13 @@ class Store:
 
     def set_feed_health(self, feed_id: int, state: str, since: datetime) -> None:
         """Record a change of the feed's health state ("ok", "failing", "quiet")."""
-        with _errors("saving feed health"), self.db.atomic():
+        with _errors("saving feed health"), self._write():
             self.db.execute("UPDATE feeds SET health_state = ?, health_since = ? WHERE id = ?",
                             (state, iso(since), feed_id))
 
     def set_alerts_held(self, feed_id: int, since: datetime | None) -> None:
         """Open (a time) or close (None) the feed's GUID-churn circuit breaker."""
-        with _errors("saving feed breaker"), self.db.atomic():
+        with _errors("saving feed breaker"), self._write():
             self.db.execute("UPDATE feeds SET alerts_held_since = ? WHERE id = ?",
                             (iso(since), feed_id))
 
@@ -464,7 +493,7 @@ class Store:
         item, article = processed.item, processed.article
         key = dedup_key(item)
         now = iso(utcnow())
-        with _errors(f"storing item {item.link or item.guid}"), self.db.atomic():
+        with _errors(f"storing item {item.link or item.guid}"), self._write():
             existing = self.known_article(key)
             match_ids: list[int] = []
             alert_ids: list[int] = []
@@ -568,7 +597,7 @@ class Store:
         """
         now = iso(utcnow())
         ids: list[int] = []
-        with _errors("queueing a notice"), self.db.atomic():
+        with _errors("queueing a notice"), self._write():
             for channel in channels:
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO alerts (alert_key, channel, topic, severity, title,"
@@ -582,7 +611,7 @@ class Store:
         return ids
 
     def mark_sent(self, alert_id: int) -> None:
-        with _errors(f"marking alert {alert_id} sent"), self.db.atomic():
+        with _errors(f"marking alert {alert_id} sent"), self._write():
             self.db.execute(
                 "UPDATE alerts SET status = 'sent', sent_at = ?, attempts = attempts + 1,"
                 " last_error = NULL WHERE id = ?", (iso(utcnow()), alert_id),
@@ -591,7 +620,7 @@ class Store:
     def mark_failed(self, alert_id: int, *, error: str, retry_in: float,
                     dead: bool = False) -> None:
         next_at = utcnow() + timedelta(seconds=retry_in)
-        with _errors(f"saving alert {alert_id} failure"), self.db.atomic():
+        with _errors(f"saving alert {alert_id} failure"), self._write():
             self.db.execute(
                 "UPDATE alerts SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
                 " status = ? WHERE id = ?",
@@ -624,7 +653,7 @@ class Store:
         """Make alerts wait (digest, quiet hours, throttle) without counting an attempt."""
         if not holds:
             return
-        with _errors("holding alerts"), self.db.atomic():
+        with _errors("holding alerts"), self._write():
             self.db.conn.executemany(
                 "UPDATE alerts SET next_attempt_at = ?, held = ? WHERE id = ? AND"
                 " status = 'pending'",
@@ -637,7 +666,7 @@ class Store:
         Also resets the channel's failure count. Returns the message's id.
         """
         sent_at = iso(now or utcnow())
-        with _errors(f"marking alerts sent on {channel}"), self.db.atomic():
+        with _errors(f"marking alerts sent on {channel}"), self._write():
             cur = self.db.execute(
                 "INSERT INTO deliveries (channel, kind, alerts, sent_at) VALUES (?,?,?,?)",
                 (channel, kind, len(alert_ids), sent_at))
@@ -657,7 +686,7 @@ class Store:
         """A message to ``channel`` failed: its alerts wait until ``retry_at`` (the
         channel is blocked until then too); ``dead_ids`` are dead-lettered."""
         dead = set(dead_ids)
-        with _errors(f"saving a failure on {channel}"), self.db.atomic():
+        with _errors(f"saving a failure on {channel}"), self._write():
             self.db.conn.executemany(
                 "UPDATE alerts SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
                 " status = ? WHERE id = ?",
@@ -714,7 +743,7 @@ class Store:
 
         Sent alerts are re-sent, dead ones revived; the attempt count restarts.
         """
-        with _errors("re-queueing an alert"), self.db.atomic():
+        with _errors("re-queueing an alert"), self._write():
             cur = self.db.execute(
                 "UPDATE alerts SET status = 'pending', attempts = 0, held = NULL,"
                 " next_attempt_at = ?, last_error = NULL WHERE alert_key = ? OR"
@@ -723,13 +752,13 @@ class Store:
 
     # cycles -----------------------------------------------------------------
     def start_cycle(self) -> int:
-        with _errors("starting a cycle"), self.db.atomic():
+        with _errors("starting a cycle"), self._write():
             cur = self.db.execute("INSERT INTO cycles (started_at) VALUES (?)", (iso(utcnow()),))
         return int(cur.lastrowid)
 
     def finish_cycle(self, cycle_id: int, *, feeds_ok: int, feeds_failed: int, items_new: int,
                      matches: int, alerts: int, error: str | None = None) -> None:
-        with _errors("finishing a cycle"), self.db.atomic():
+        with _errors("finishing a cycle"), self._write():
             self.db.execute(
                 "UPDATE cycles SET finished_at = ?, feeds_ok = ?, feeds_failed = ?, items_new = ?,"
                 " matches = ?, alerts = ?, error = ? WHERE id = ?",
@@ -740,7 +769,7 @@ class Store:
     def record_cycle(self, started: datetime, *, feeds_ok: int, feeds_failed: int,
                      items_new: int, matches: int, alerts: int, error: str | None = None) -> int:
         """Write a whole finished cycle in one statement (the daemon's tally of polls)."""
-        with _errors("recording a cycle"), self.db.atomic():
+        with _errors("recording a cycle"), self._write():
             cur = self.db.execute(
                 "INSERT INTO cycles (started_at, finished_at, feeds_ok, feeds_failed, items_new,"
                 " matches, alerts, error) VALUES (?,?,?,?,?,?,?,?)",
@@ -775,7 +804,7 @@ class Store:
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with _errors("saving meta"), self.db.atomic():
+        with _errors("saving meta"), self._write():
             self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key)"
                             " DO UPDATE SET value = excluded.value", (key, value))
 
@@ -795,7 +824,7 @@ class Store:
 
     def retry_dead(self) -> int:
         """Put dead-lettered alerts back in the outbox, due now, attempts reset."""
-        with _errors("re-queueing dead alerts"), self.db.atomic():
+        with _errors("re-queueing dead alerts"), self._write():
             cur = self.db.execute(
                 "UPDATE alerts SET status = 'pending', attempts = 0, next_attempt_at = ?"
                 " WHERE status = 'dead'", (iso(utcnow()),))
@@ -815,14 +844,14 @@ class Store:
         Titles, summaries, matches (with their evidence) and alerts stay, so
         past alerts can still be explained; ``body_pruned`` records the loss.
         """
-        with _errors("pruning article bodies"), self.db.atomic():
+        with _errors("pruning article bodies"), self._write():
             cur = self.db.execute(
                 "UPDATE articles SET body = NULL, body_pruned = 1"
                 " WHERE body_pruned = 0 AND first_seen < ?", (iso(before),))
         return int(cur.rowcount)
 
     def prune_cycles(self, before: datetime) -> int:
-        with _errors("pruning cycles"), self.db.atomic():
+        with _errors("pruning cycles"), self._write():
             cur = self.db.execute("DELETE FROM cycles WHERE finished_at < ?", (iso(before),))
         return int(cur.rowcount)
 

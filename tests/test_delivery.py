@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from apprise.plugins.slack import NotifySlack
 
-from monitor.alert import Deliverer, parse_retry_after
+from monitor.alert import Deliverer
+from monitor.httpdates import retry_after_seconds as parse_retry_after
 from monitor.store import Store
 from tests.servers import Mailbox, Site
 from tests.test_delivery_support import add_alert, channel, row, settings
