@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 MAX_FIELD_CHARS = 300_000  # ~50,000 words: longer bodies are cut (a worker must not stall)
 # Memo of word -> (lemma, norm) hashes per analyser: a worker sees the same few
 # thousand words all day; cleared when full so memory stays bounded.
-MAX_NORM_CACHE = 200_000
+MAX_NORM_CACHE = 50_000  # ~11 MB
 # Components of trained pipelines we do not use: entities are the only reason to load one.
 _UNUSED = ["tagger", "parser", "attribute_ruler", "lemmatizer", "morphologizer", "senter"]
 

@@ -40,7 +40,7 @@ _WILD_CHARS = r"[\w'’.\-]*"
 _WILD_MARK = "zqxwildzqx"  # stands in for "*" while a wildcard term is tokenised
 _WILD_COLS = (ORTH, LOWER, NORM)  # columns of the token array multi-token wildcards test
 _ATOM = -1  # a _Slot column: the token must match a wildcard atom
-MAX_WILD_MEMO = 200_000  # words remembered per classifier; cleared when full (bounded memory)
+MAX_WILD_MEMO = 50_000  # words remembered per classifier (~4 MB); cleared when full
 # One token of a compiled wildcard term: (column in _WILD_COLS, hash) for a
 # literal token, (_ATOM, atom id) for a wildcard token.
 _Slot = tuple[int, int]
@@ -82,6 +82,7 @@ class _Result:
 
 
 _FAIL = _Result(False)
+_EMPTY_OK = _Result(True)  # a leaf with min_count 0 and nothing found
 _Ctx = tuple[frozenset[str] | None, tuple[tuple[Node, int | None], ...]]
 _NO_CTX: _Ctx = (None, ())
 
@@ -535,6 +536,11 @@ class _Evaluator:
     # --- evaluation ---
 
     def eval(self, node: Node, ctx: _Ctx = _NO_CTX) -> _Result:
+        if node.kind == "leaf" and not self.found.get(node.leaf):
+            # Most leaves of a big topic did not occur: their result cannot depend
+            # on the context, so skip narrowing it and the cache (a third of the
+            # cost of matching with the seed pack).
+            return _FAIL if node.min_count > 0 else _EMPTY_OK
         key = (node, ctx)
         res = self.cache.get(key)
         if res is None:
