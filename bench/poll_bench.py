@@ -11,7 +11,7 @@ every feed once:
   validators (newsmon skips the parse by body hash; reader parses and compares).
 
 Each (tool, scenario, concurrency) runs in a fresh subprocess so peak memory
-(``ru_maxrss``) is that run's alone. newsmon runs its real code path:
+(``VmHWM``, see bench/memory.py) is that run's alone. newsmon runs its real code path:
 ``Pipeline.run_cycle`` with a ``Store`` on a temp file and the real Fetcher; the
 warm-up replaces extract/analyse/match by "store the summary" (the measured
 cycles never reach that stage: nothing is new). reader runs ``update_feeds``
@@ -191,7 +191,9 @@ def child(args: argparse.Namespace) -> None:
     urls = [f"http://127.0.0.1:{args.port}/{args.scenario}/{n}.xml" for n in range(args.feeds)]
     runner = run_newsmon if args.tool == "newsmon" else run_reader
     result = runner(urls, args.concurrency or None, args.repeat)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from bench.memory import peak_rss_mb
+
+    result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
 

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing import get_context
@@ -123,10 +123,11 @@ class ArticleProcessor:
         self.spacy_model = config.analysis.spacy_model
         wanted = config.analysis.workers if workers is None else workers
         self.workers = (os.cpu_count() or 1) if wanted is None else wanted
-        self._executor: Executor | None = None
+        self._executor: ProcessPoolExecutor | None = None
         self._local: Classifier | None = None
 
     def start(self) -> None:
+        """Start the worker pool (or the in-process classifier); idempotent."""
         if self.workers > 0 and self._executor is None:
             # "spawn": a fork of a process with a running event loop and threads is unsafe.
             self._executor = ProcessPoolExecutor(
@@ -159,6 +160,12 @@ class ArticleProcessor:
             return await loop.run_in_executor(
                 self._executor, functools.partial(parse_feed, content, **kwargs))
         return await asyncio.to_thread(parse_feed, content, **kwargs)
+
+    def worker_pids(self) -> list[int]:
+        """The pool's process ids (for memory figures); empty when in-process."""
+        if self._executor is None:
+            return []
+        return [p.pid for p in self._executor._processes.values() if p.pid is not None]
 
     def close(self) -> None:
         if self._executor is not None:
