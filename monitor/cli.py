@@ -13,67 +13,20 @@ import sys
 
 import click
 
-from monitor.config import Config, load_config, resolve_config_path
-from monitor.logs import setup_logging
+from monitor import cli_alerts, cli_feeds, cli_ops, cli_rules
+from monitor.cli_common import (
+    CONFIG_HELP,
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    State,
+    config_option,
+    pass_state,
+)
+from monitor.config import Config
 from monitor.yamlfile import ConfigErrors
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-
-CONFIG_HELP = (
-    "Config file. Default: $NEWSMON_CONFIG, then config/newsmon.yaml."
-)
-
-
-class State:
-    """What the group's options resolved to, handed to every command."""
-
-    def __init__(self, config_path: str | None, log_level: str | None, log_format: str | None):
-        self.config_path = config_path
-        self.log_level = log_level
-        self.log_format = log_format
-        self._config: Config | None = None
-
-    def config(self) -> Config:
-        """Load the config (once); on error print every problem and exit 2."""
-        if self._config is None:
-            path = resolve_config_path(self.config_path)
-            try:
-                self._config = load_config(path)
-            except ConfigErrors as exc:
-                for error in exc.errors:
-                    click.echo(f"error: {error}", err=True)
-                raise SystemExit(EXIT_CONFIG) from None
-            setup_logging(self.log_level or self._config.service.log_level,
-                          self.log_format or self._config.service.log_format,
-                          secrets=secret_values(self._config))
-        return self._config
-
-
-def secret_values(config: Config) -> list[str]:
-    """Everything that must never be logged: ${VAR} values and channel URLs."""
-    values = list(config.secrets)
-    for channel in config.channels:
-        values.append(channel.url)
-        # The token part alone also leaks in some apprise messages.
-        if "://" in channel.url:
-            values.append(channel.url.split("://", 1)[1])
-    return values
-
-
-pass_state = click.make_pass_decorator(State)
-
-
-def config_option(func):  # type: ignore[no-untyped-def]
-    """``--config`` on every command, as well as on the group."""
-
-    def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-        state = ctx.find_object(State)
-        if value and state is not None:
-            state.config_path = value
-
-    return click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-                        help=CONFIG_HELP, expose_value=False, callback=callback,
-                        is_eager=True)(func)
+__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -206,23 +159,9 @@ def _analyser(config: Config):  # type: ignore[no-untyped-def]
     return Analyser(config.analysis.spacy_model)
 
 
-def _register_commands() -> None:
-    """Commands that live with their own stage, added to the group here."""
-    from monitor import cli_rules
-
-    cli_rules.register(cli)
-    from monitor import cli_ops  # status, db backup/maintain/retry-dead
-
-    cli_ops.register(cli)
-    from monitor import cli_alerts  # alerts, alerts retry, alerts test
-
-    cli_alerts.register(cli)
-    from monitor import cli_feeds  # feeds, feeds import/export/discover
-
-    cli_feeds.register(cli)
-
-
-_register_commands()
+# Commands that live beside their own stage, added to the group here.
+for _module in (cli_rules, cli_ops, cli_alerts, cli_feeds):
+    _module.register(cli)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from monitor.cli import EXIT_CONFIG, EXIT_FAILED, State, config_option, pass_state
+from monitor.cli_common import EXIT_CONFIG, EXIT_FAILED, State, config_option, pass_state
 
 COLUMNS = ("id", "alert_key", "channel", "topic", "severity", "status", "held", "attempts",
            "created_at", "sent_at", "next_attempt_at", "last_error", "title")

@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from monitor.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, State, config_option
+from monitor.cli_common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, State, config_option
 from monitor.config import Config
 from monitor.discover import FoundFeed, discover
 from monitor.fetch import Fetcher

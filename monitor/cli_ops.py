@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from monitor.cli import EXIT_FAILED, EXIT_OK, State, config_option
+from monitor.cli_common import EXIT_FAILED, EXIT_OK, State, config_option
 from monitor.store import Store, StoreError
 
 pass_state = click.make_pass_decorator(State)
@@ -66,7 +66,7 @@ def status(state: State, as_json: bool) -> None:
 
 @click.group()
 def db() -> None:
-    """Database upkeep: backup, maintain, retry-dead."""
+    """Database upkeep: backup, maintain."""
 
 
 @db.command()
@@ -128,24 +128,6 @@ def maintain(state: State, vacuum: bool) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     click.echo(report.summary())
-
-
-@db.command("retry-dead")
-@config_option
-@pass_state
-def retry_dead(state: State) -> None:
-    """Put dead-lettered alerts back in the outbox (after fixing the channel)."""
-    config = state.config()
-    try:
-        store = Store(config.database_path())
-        try:
-            count = store.retry_dead()
-        finally:
-            store.close()
-    except StoreError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
-    click.echo(f"{count} dead alert(s) queued again")
 
 
 def register(cli: click.Group) -> None:

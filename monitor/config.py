@@ -294,6 +294,17 @@ class Config(StrictModel):
         return min(max(interval, self.fetch.min_interval), self.fetch.max_interval)
 
 
+def secret_values(config: Config) -> list[str]:
+    """Everything that must never be logged: ${VAR} values and channel URLs."""
+    values = list(config.secrets)
+    for channel in config.channels:
+        values.append(channel.url)
+        # The token part alone also shows in some apprise messages.
+        if "://" in channel.url:
+            values.append(channel.url.split("://", 1)[1])
+    return values
+
+
 def _relative_to(path: Path, base: Path) -> Path:
     path = path.expanduser()
     return path if path.is_absolute() else base / path

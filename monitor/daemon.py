@@ -637,6 +637,6 @@ class Daemon:
 
 
 def _secret_values(config: Config) -> list[str]:
-    from monitor.cli import secret_values
+    from monitor.config import secret_values
 
     return secret_values(config)
