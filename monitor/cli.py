@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -24,6 +25,9 @@ from monitor.cli_common import (
     pass_state,
 )
 from monitor.config import Config
+
+if TYPE_CHECKING:
+    from monitor.analyse import Analyser
 from monitor.yamlfile import ConfigErrors
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "cli", "main"]
@@ -153,7 +157,7 @@ def check(state: State) -> None:
     click.echo("all checks passed")
 
 
-def _analyser(config: Config):  # type: ignore[no-untyped-def]
+def _analyser(config: Config) -> Analyser:
     from monitor.analyse import Analyser
 
     return Analyser(config.analysis.spacy_model)

@@ -11,6 +11,9 @@ Exit codes, for scripts:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 
 from monitor.config import Config, load_config, resolve_config_path, secret_values
@@ -50,9 +53,10 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 
-def config_option(func):  # type: ignore[no-untyped-def]
+def config_option(func: Command) -> Command:
     """``--config`` on every command, as well as on the group."""
 
     def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:

@@ -307,7 +307,8 @@ def secret_values(config: Config) -> list[str]:
 
 def _relative_to(path: Path, base: Path) -> Path:
     path = path.expanduser()
-    return path if path.is_absolute() else base / path
+    # normpath: "config/../state/newsmon.db" reads as "state/newsmon.db" in messages.
+    return Path(os.path.normpath(path if path.is_absolute() else base / path))
 
 
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
