@@ -128,29 +128,26 @@ class CanaryHit:
 Handler = Callable[["HostileServer", RecordedRequest, asyncio.StreamWriter], Awaitable[None]]
 
 
-class HostileServer:
-    """One hostile (or ordinary) behaviour per path, on 127.0.0.1:<ephemeral>.
+class _LoopServer:
+    """An asyncio server on 127.0.0.1:<ephemeral>, run in a thread of its own.
 
-    ``ssl_context`` makes it an HTTPS server. ``requests`` lists every parsed
-    request; ``max_active`` the highest number of concurrent requests seen per path.
+    Subclasses provide ``_serve``; ``_ssl`` makes it TLS.
     """
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._ssl = ssl_context
+    _thread_name = "loopback-server"
+
+    def __init__(self) -> None:
+        self._ssl: ssl.SSLContext | None = None
         self._runner: _LoopThread | None = None
         self._server: asyncio.Server | None = None
         self.port = 0
-        self.requests: list[RecordedRequest] = []
-        self.connections = 0
-        self.max_active: dict[str, int] = {}
-        self._active: dict[str, int] = {}
-        self._bombs: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    # lifecycle
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
 
     def start(self) -> Self:
-        self._runner = _LoopThread("hostile-server")
+        self._runner = _LoopThread(self._thread_name)
         self._server = self._runner.call(
             asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._ssl, limit=1 << 16)
         )
@@ -181,6 +178,25 @@ class HostileServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class HostileServer(_LoopServer):
+    """One hostile (or ordinary) behaviour per path, on 127.0.0.1:<ephemeral>.
+
+    ``ssl_context`` makes it an HTTPS server. ``requests`` lists every parsed
+    request; ``max_active`` the highest number of concurrent requests seen per path.
+    """
+
+    _thread_name = "hostile-server"
+
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__()
+        self._ssl = ssl_context
+        self.requests: list[RecordedRequest] = []
+        self.connections = 0
+        self.max_active: dict[str, int] = {}
+        self._active: dict[str, int] = {}
+        self._bombs: dict[str, bytes] = {}
 
     # helpers for tests
 
@@ -639,50 +655,18 @@ def _route(path: str) -> Handler:
 # --- the canary ------------------------------------------------------------------------------
 
 
-class Canary:
+class Canary(_LoopServer):
     """A loopback listener that records every connection it gets (harness H2).
 
     An SSRF test passes only if ``hits`` stays empty. It answers a minimal
     ``200`` so that a client that does reach it finishes quickly.
     """
 
+    _thread_name = "canary"
+
     def __init__(self) -> None:
-        self._runner: _LoopThread | None = None
-        self._server: asyncio.Server | None = None
-        self.port = 0
+        super().__init__()
         self.hits: list[CanaryHit] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> Self:
-        self._runner = _LoopThread("canary")
-        self._server = self._runner.call(asyncio.start_server(self._serve, "127.0.0.1", 0))
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def stop(self) -> None:
-        if self._runner is None:
-            return
-        server = self._server
-
-        async def _close() -> None:
-            if server is not None:
-                server.close()
-
-        with contextlib.suppress(Exception):
-            self._runner.call(_close())
-        self._runner.stop()
-        self._runner = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
         return f"http://{host}:{self.port}{path}"
