@@ -30,16 +30,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.alert import ChannelError, Deliverer, DeliveryReport
-from monitor.config import Config, FeedConfig, load_config
+from monitor.clock import ClockGuard
+from monitor.config import Config, FeedConfig, load_config, secret_values
+from monitor.health import evaluate as evaluate_health
 from monitor.logs import add_secrets
+from monitor.match import Classifier
 from monitor.metrics import HttpEndpoint, Metrics
 from monitor.models import ArticleInput, ProcessedArticle
 from monitor.pipeline import ArticleProcessor, CycleReport, Pipeline, PollOutcome, log_poll
+from monitor.polling import tick_interval
 from monitor.retention import maintain
 from monitor.routing import admin_channels
 from monitor.service import TEST_WEDGE_ENV, Notifier, ProgressMonitor
@@ -79,7 +84,6 @@ class Runtime:
     pipeline: Pipeline
     processor: ArticleProcessor
     deliverer: Deliverer
-    closers: list = field(default_factory=list)
     active: int = 0  # jobs using this runtime now (an old one is closed when it reaches 0)
     delivering: bool = False  # a delivery thread is using delivery_store
 
@@ -137,8 +141,6 @@ async def run_once(config: Config, *, workers: int | None = None) -> tuple[Cycle
 
 def validate_rules(config: Config) -> None:
     """Compile the config's rules as the workers will (raises ConfigErrors)."""
-    from monitor.match import Classifier
-
     Classifier.from_files(config.rule_files(), spacy_model=config.analysis.spacy_model)
 
 
@@ -146,7 +148,7 @@ def prepare_config(path: os.PathLike[str] | str) -> Config:
     """Load a config and check everything a swap needs: schema, rules, channel URLs."""
     config = load_config(path)  # type: ignore[arg-type]
     # Mask the new secrets first: apprise logs a URL it cannot parse.
-    add_secrets(_secret_values(config))
+    add_secrets(secret_values(config))
     Deliverer(config.channels, config.delivery)
     validate_rules(config)
     return config
@@ -163,12 +165,36 @@ def enabled_feeds(config: Config) -> dict[str, FeedConfig]:
     return {f.url: f for f in config.feeds if f.enabled}
 
 
+@dataclass(frozen=True)
+class FeedJobs:
+    """The feed jobs of one config, worked out once: every job tick (each feed,
+    at its floor) reads them, so they must not cost a pass over all the feeds."""
+
+    config: Config
+    by_url: dict[str, FeedConfig]
+    labels: frozenset[str]
+    shortest_tick: float | None  # the most frequent job's period; None with no feed
+    cycle_window: float  # a daemon cycle closes after this long even if feeds are unseen
+
+    @classmethod
+    def of(cls, config: Config) -> FeedJobs:
+        feeds = enabled_feeds(config).values()
+        ticks = [tick_interval(f, config.fetch) for f in feeds]
+        return cls(config, {f.url: f for f in feeds}, frozenset(f.label for f in feeds),
+                   min(ticks) if ticks else None,
+                   min([config.feed_interval(f) for f in feeds] or [600.0]))
+
+
 def idle_limit(config: Config) -> float | None:
-    """How long the daemon may go without finishing any poll before the watchdog starves."""
-    intervals = [config.feed_interval(f) for f in config.feeds if f.enabled]
-    if not intervals:
+    """How long the daemon may go without finishing any poll before the watchdog starves.
+
+    Every feed job finishes a poll (if only "not due") each tick, so a few of
+    the shortest ticks, plus the time a poll may take.
+    """
+    shortest = FeedJobs.of(config).shortest_tick
+    if shortest is None:
         return None
-    return 3 * min(intervals) + config.service.poll_stall_timeout
+    return 3 * shortest + config.service.poll_stall_timeout
 
 
 @dataclass
@@ -199,9 +225,12 @@ class CycleTally:
         if outcome.error_kind == "database" and outcome.error:
             self.errors.append(outcome.error)
 
-    def complete(self, feeds: set[str], window: float) -> bool:
-        polls = self.ok + self.failed
-        return polls > 0 and (feeds <= self.feeds_seen or time.monotonic() - self.opened >= window)
+    def complete(self, feeds: frozenset[str], window: float) -> bool:
+        if self.ok + self.failed == 0:
+            return False
+        if len(self.feeds_seen) >= len(feeds) and feeds <= self.feeds_seen:
+            return True
+        return time.monotonic() - self.opened >= window
 
 
 class Daemon:
@@ -220,9 +249,11 @@ class Daemon:
         self._tasks: set[asyncio.Task] = set()  # in-flight poll and delivery jobs
         self._background: set[asyncio.Task] = set()  # reloads, retirements of old runtimes
         self._tally = CycleTally()
+        self._jobs = FeedJobs.of(config)
         self._db_fault: str | None = None
         self._stalled: str | None = None
         self._reload_lock = asyncio.Lock()
+        self.clock_guard = ClockGuard(self._clock_stepped_back)
 
     # --- start and stop ------------------------------------------------------------
     async def start(self, *, paused: bool = False) -> None:
@@ -254,6 +285,7 @@ class Daemon:
             next_run_time=now + timedelta(seconds=min(maintenance, MAINTENANCE_FIRST_DELAY)),
             max_instances=1, coalesce=True, misfire_grace_time=None)
         scheduler.start(paused=paused)
+        self.clock_guard.start(asyncio.get_running_loop())
         if config.service.http.enabled:
             self.http = HttpEndpoint(self.health_payload, self.metrics_payload)
             await self.http.start(config.service.http.host, config.service.http.port)
@@ -294,8 +326,29 @@ class Daemon:
             self.notifier.stopping()
             self.stopping.set()
 
+    def _clock_stepped_back(self, seconds: float) -> None:
+        """The wall clock stepped back: bring every wall-clock deadline back with it.
+
+        Jobs and stored deadlines were set in the old time; left alone, they would
+        wait out the step (no polls, no watchdog pings). Both move earlier by the
+        step, so every job keeps the time left it had.
+        """
+        log.warning("the wall clock stepped back %.0fs: rescheduling jobs and deadlines", seconds)
+        step = timedelta(seconds=seconds)
+        if self.scheduler is not None and self.scheduler.running:
+            for job in self.scheduler.get_jobs():
+                if job.next_run_time is not None:
+                    job.modify(next_run_time=job.next_run_time - step)
+            self.scheduler.wakeup()
+        if self.runtime is not None:
+            try:
+                self.runtime.store.shift_deadlines(seconds)
+            except StoreError as exc:
+                log.error("could not move stored deadlines after the clock step: %s", exc)
+
     async def stop(self) -> None:
         """No new work; let in-flight jobs finish within stop_timeout, cancel the rest."""
+        self.clock_guard.stop()
         self.notifier.stopping()
         self.stopping.set()
         if self.scheduler is not None and self.scheduler.running:
@@ -325,9 +378,16 @@ class Daemon:
         self.notifier.close()
 
     # --- jobs ------------------------------------------------------------------------
+    @property
+    def feed_jobs(self) -> FeedJobs:
+        """The current config's feed jobs (rebuilt when the config is swapped)."""
+        if self._jobs.config is not self.config:
+            self._jobs = FeedJobs.of(self.config)
+        return self._jobs
+
     async def poll_feed(self, url: str) -> PollOutcome | None:
         """The feed job: poll one feed with the current config. None if skipped."""
-        feed = enabled_feeds(self.config).get(url)
+        feed = self.feed_jobs.by_url.get(url)
         runtime = self.runtime
         if feed is None or runtime is None or self.stopping.is_set():
             return None
@@ -371,11 +431,9 @@ class Daemon:
 
     def _close_cycle(self, *, force: bool = False) -> None:
         """Write the tally as a finished cycle row when complete (or on the way out)."""
-        feeds = {f.label for f in enabled_feeds(self.config).values()}
-        window = min([self.config.feed_interval(f) for f in enabled_feeds(self.config).values()]
-                     or [600.0])
-        tally = self._tally
-        if not (tally.complete(feeds, window) or (force and tally.ok + tally.failed)):
+        jobs, tally = self.feed_jobs, self._tally
+        if not (tally.complete(jobs.labels, jobs.cycle_window)
+                or (force and tally.ok + tally.failed)):
             return
         assert self.runtime is not None
         error = f"database: {tally.errors[-1]}" if tally.errors else None
@@ -430,9 +488,10 @@ class Daemon:
         self._raise_db_notice()
         problem = self.progress.problem()
         if problem is not None:
-            if self._stalled != problem.split(" for ")[0]:
+            kind = problem.split(" for ")[0]  # without the growing duration: log once
+            if self._stalled != kind:
                 log.error("watchdog not fed: %s", problem)
-            self._stalled = problem.split(" for ")[0]
+            self._stalled = kind
             self.notifier.status(f"stalled: {problem}")
             return
         if self._stalled is not None:
@@ -464,7 +523,7 @@ class Daemon:
     # --- status ----------------------------------------------------------------------
     def status_line(self) -> str:
         """One line for systemctl status: feeds, last cycle, pending alerts."""
-        feeds = len(enabled_feeds(self.config))
+        feeds = len(self.feed_jobs.by_url)
         if self.runtime is None:
             return f"{feeds} feeds, starting"
         try:
@@ -482,11 +541,9 @@ class Daemon:
 
     def health_payload(self) -> tuple[bool, dict]:
         """``/healthz``: the database's verdict plus the loop's own progress."""
-        from monitor.health import evaluate
-
         assert self.runtime is not None
         try:
-            report = evaluate(self.runtime.store, self.config)
+            report = evaluate_health(self.runtime.store, self.config)
         except Exception as exc:  # the database is unreadable: that is the answer
             return False, {"healthy": False, "problems": [f"database: {exc}"]}
         payload = report.to_dict()
@@ -539,8 +596,7 @@ class Daemon:
                 if old is not None:
                     log.info("feed %s added", feed.label, extra={"feed": feed.label})
             elif old_runtime is not None and interval != job_interval(old_runtime, before[url]):
-                latest = now + timedelta(seconds=interval)
-                next_run = min(job.next_run_time, latest) if job.next_run_time else latest
+                next_run = _next_run(job, interval, now)
                 job.modify(trigger=trigger, next_run_time=next_run,
                            misfire_grace_time=int(max(interval, 60)))
                 log.info("feed %s: interval now %.0fs, next poll %s", feed.label, interval,
@@ -552,9 +608,7 @@ class Daemon:
         job = self.scheduler.get_job(job_id)
         if job is None:
             return
-        latest = now + timedelta(seconds=seconds)
-        next_run = min(job.next_run_time, latest) if job.next_run_time else latest
-        job.modify(trigger=IntervalTrigger(seconds=seconds), next_run_time=next_run)
+        job.modify(trigger=IntervalTrigger(seconds=seconds), next_run_time=_next_run(job, seconds, now))
 
     def _on_sighup(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload())
@@ -636,7 +690,8 @@ class Daemon:
         loop.call_later(float(raw), wedge)
 
 
-def _secret_values(config: Config) -> list[str]:
-    from monitor.config import secret_values
-
-    return secret_values(config)
+def _next_run(job: Job, seconds: float, now: datetime) -> datetime:
+    """A re-timed job's next run: as planned, but no later than one new period from now
+    (so a shorter period takes effect at once and a longer one causes no burst)."""
+    latest = now + timedelta(seconds=seconds)
+    return min(job.next_run_time, latest) if job.next_run_time else latest

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from monitor.config import Config
+from monitor.polling import tick_interval
 from monitor.store import Store, parse_iso, utcnow
 
 STALE_FACTOR = 3
@@ -61,9 +62,18 @@ class HealthReport:
 
 
 def stale_after(config: Config) -> float | None:
-    """3x the shortest interval among enabled feeds; None with no feed to poll."""
-    intervals = [config.feed_interval(f) for f in config.feeds if f.enabled]
-    return STALE_FACTOR * min(intervals) if intervals else None
+    """3x the longest a daemon cycle can take; None with no feed to poll.
+
+    A cycle closes after the shortest feed interval once a poll has happened,
+    and feed jobs tick at their floors: so a cycle takes at most the larger of
+    the shortest interval and the shortest tick.
+    """
+    feeds = [f for f in config.feeds if f.enabled]
+    if not feeds:
+        return None
+    shortest_interval = min(config.feed_interval(f) for f in feeds)
+    shortest_tick = min(tick_interval(f, config.fetch) for f in feeds)
+    return STALE_FACTOR * max(shortest_interval, shortest_tick)
 
 
 def evaluate(store: Store, config: Config, *, now: datetime | None = None) -> HealthReport:

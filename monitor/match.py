@@ -474,11 +474,15 @@ def _not_fired(exp: TopicExplanation, reason: str) -> TopicExplanation:
     )
 
 
+EPOCH_ARTEFACT_BEFORE = 1971  # dates before this year are a feed's zero timestamp
+
+
 def _scope_problem(topic: Topic, article: Article, now: datetime | None) -> str | None:
     """Why ``article`` is outside the topic's scope, or None.
 
     Unknown language or date pass: feeds often omit them, and a missing value
-    should not silence an alert.
+    should not silence an alert. A date before 1971 counts as unknown: it is a
+    feed's zero timestamp, not a publication date, and must not drop a new item.
     """
     if topic.feed_tags is not None:
         tags = {t.lower() for t in article.feed_tags}
@@ -488,7 +492,8 @@ def _scope_problem(topic: Topic, article: Article, now: datetime | None) -> str 
         lang = article.language.lower().split("-")[0].split("_")[0]
         if lang not in topic.languages:
             return f"language {article.language!r} not in scope {sorted(topic.languages)}"
-    if topic.max_age is not None and article.published is not None:
+    if topic.max_age is not None and article.published is not None \
+            and article.published.year >= EPOCH_ARTEFACT_BEFORE:
         now = now or datetime.now(UTC)
         published = article.published
         if published.tzinfo is None:

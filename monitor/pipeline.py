@@ -3,9 +3,10 @@
     fetch feed ─► parse ─► unseen items ─► fetch pages ─► [worker pool:
     extract ─► analyse ─► match] ─► route ─► store (one transaction per item)
 
-Delivery (the alert stage) runs as its own job, reading the outbox. Nothing in
-here holds state between polls except what is passed in; the poll state of a
-feed lives in the database.
+Delivery (the alert stage) runs as its own job, reading the outbox. The poll
+state of a feed lives in the database; the pipeline remembers only what is
+about servers rather than feeds (recent network failures, hosts that asked
+for a pause), in memory.
 """
 
 from __future__ import annotations
@@ -16,22 +17,23 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from multiprocessing import get_context
 from typing import Any
 
 from monitor.config import Config, FeedConfig
+from monitor.extract import build_article
 from monitor.feedhealth import evaluate
 from monitor.fetch import Fetcher
 from monitor.match import Classifier
 from monitor.models import (
-    Article,
     ArticleInput,
     FeedItem,
     FetchError,
+    FetchResult,
     ParsedFeed,
     ProcessedArticle,
     StageError,
@@ -40,14 +42,19 @@ from monitor.models import (
 from monitor.netguard import EgressPolicy
 from monitor.parse import check_expat, parse_feed
 from monitor.polling import (
+    HOST_BACKOFF_STATUSES,
     NETWORK_KINDS,
+    HostBackoff,
     NetworkWatch,
     PollState,
     Schedule,
     cycle_network_down,
     feed_bounds,
+    host_backoff_seconds,
     is_due,
     next_poll,
+    origin_of,
+    tick_interval,
 )
 from monitor.routing import admin_channels, route
 from monitor.store import Store, StoreError, dedup_key, iso, parse_iso, utcnow
@@ -67,7 +74,7 @@ class PollOutcome:
     ok: bool
     not_modified: bool = False
     unchanged: bool = False  # 200 with the same body as last time: not parsed again
-    not_due: bool = False  # the feed's next_poll_at is still ahead: nothing was fetched
+    not_due: bool = False  # next_poll_at still ahead, or its host paused: nothing fetched
     items: int = 0
     new_items: int = 0
     matches: int = 0
@@ -85,6 +92,8 @@ class PollOutcome:
 
     def summary(self) -> str:
         if self.not_due:
+            if self.reason == "host backoff":
+                return f"not due (host backoff until {iso(self.next_poll_at)})"
             return "not due"
         if not self.ok:
             tag = " (network down: not counted)" if self.network_down else ""
@@ -105,14 +114,6 @@ class CycleReport:
     @property
     def failed(self) -> list[PollOutcome]:
         return [o for o in self.outcomes if not o.ok]
-
-
-@dataclass
-class _Fetched:
-    """What a poll learnt before recording it (kept together for the record step)."""
-
-    row: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 class ArticleProcessor:
@@ -176,9 +177,11 @@ class ArticleProcessor:
 class Pipeline:
     """Polls feeds and stores what they bring. One instance per daemon.
 
-    The only state it keeps between polls is a :class:`NetworkWatch` (recent
-    outcomes, to tell "the network is down" from "this feed is down"); a feed's
-    poll state, schedule and health live in the database.
+    The only state it keeps between polls is in memory and about servers, not
+    feeds: a :class:`NetworkWatch` (recent outcomes, to tell "the network is
+    down" from "this feed is down") and a :class:`HostBackoff` (origins that
+    answered 429/503). A feed's poll state, schedule and health live in the
+    database.
     """
 
     def __init__(self, config: Config, store: Store, fetcher: Fetcher,
@@ -190,6 +193,9 @@ class Pipeline:
         self.processor = processor
         self.network = NetworkWatch(window=config.fetch.outage_window,
                                     min_hosts=config.fetch.outage_hosts)
+        self.hosts = HostBackoff()
+        # Their clock: monotonic, so a wall-clock step cannot stretch a pause; tests move it.
+        self.clock: Callable[[], float] = time.monotonic
 
     @staticmethod
     def make_fetcher(config: Config) -> Fetcher:
@@ -200,102 +206,121 @@ class Pipeline:
                        per_host=config.fetch.per_host, policy=policy)
 
     def job_interval(self, feed: FeedConfig) -> float:
-        """How often a scheduler should call ``poll(feed)``: the feed's floor.
-
-        ``poll`` itself returns "not due" until the computed ``next_poll_at``,
-        so a job at the floor cadence honours every longer interval.
-        """
-        return feed_bounds(feed, self.config.fetch).floor
+        """How often a scheduler should call ``poll(feed)`` (see ``polling.tick_interval``)."""
+        return tick_interval(feed, self.config.fetch)
 
     async def poll(self, feed: FeedConfig, *, force: bool = False) -> PollOutcome:
         """Poll one feed if it is due (always with ``force``); record the result.
 
         A failure counts against the feed unless the whole network looks down
         (network errors from several hosts, and no success, in a short window).
+        Even with ``force``, nothing is sent to a host that asked for a pause
+        (429/503): the poll returns "not due" with reason "host backoff".
         """
-        outcome, fetched = await self._poll(feed, force=force)
-        if not outcome.ok and fetched is not None:
-            self.network.record(time.monotonic(), feed.url, ok=False, kind=outcome.error_kind)
-            down = (outcome.error_kind in NETWORK_KINDS
-                    and self.network.network_down(time.monotonic()))
-            self._record_failure(feed, fetched.row, outcome, counted=not down)
-        elif outcome.ok and not outcome.not_due:
-            self.network.record(time.monotonic(), feed.url, ok=True)
+        outcome, row = await self._poll(feed, force=force)
+        if outcome.not_due or row is None:
+            return outcome  # nothing fetched, or nothing more can be recorded
+        now = self.clock()
+        self.network.record(now, feed.url, ok=outcome.ok, kind=outcome.error_kind)
+        if not outcome.ok:
+            down = outcome.error_kind in NETWORK_KINDS and self.network.network_down(now)
+            self._record_failure(feed, row, outcome, counted=not down)
         return outcome
 
     async def _poll(self, feed: FeedConfig, *, force: bool,
-                    ) -> tuple[PollOutcome, _Fetched | None]:
-        """Fetch, parse and process one feed; record a success (failures: the caller)."""
+                    ) -> tuple[PollOutcome, dict[str, Any] | None]:
+        """Fetch and ingest one feed, recording a success.
+
+        A failure is left to the caller, which judges it against the other
+        polls (network down or not); the feed's row is returned for that, or
+        None when there is nothing to record (a database error, a host backoff).
+        """
         started = time.monotonic()
         outcome = PollOutcome(feed=feed.label, ok=True, url=feed.url)
-        fetched: _Fetched | None = None
+        row: dict[str, Any] | None = None
         try:
+            now = utcnow()
+            paused = self.hosts.remaining(feed.url, self.clock())
+            if paused is not None:
+                # Not the feed's failure, and not a poll: the feed's own schedule is untouched.
+                outcome.not_due, outcome.reason = True, "host backoff"
+                outcome.next_poll_at = now + timedelta(seconds=paused)
+                return outcome, None
             row = self.store.feed_row(feed.url)
-            fetched = _Fetched(row)
-            if not force and not is_due(parse_iso(row.get("next_poll_at")), utcnow()):
+            if not force and not is_due(parse_iso(row.get("next_poll_at")), now):
                 outcome.not_due = True
-                return outcome, fetched
+                return outcome, row
             result = await self.fetcher.fetch(
                 feed.url, kind="feed", etag=row.get("etag"),
                 last_modified=row.get("last_modified"), allow_private=feed.allow_private,
                 headers=feed.headers, cookies=feed.cookies, proxy=feed.proxy,
                 max_bytes=self.config.fetch.max_feed_bytes,
             )
-            fetched.headers = result.headers
-            if result.not_modified:
-                outcome.not_modified = True
-                self._record_success(feed, row, outcome, result.headers,
-                                     etag=result.etag or row.get("etag"),
-                                     last_modified=result.last_modified or row.get("last_modified"),
-                                     body_hash=row.get("body_hash"),
-                                     churn_streak=self._calm_breaker(feed, row))
-                return outcome, fetched
-            body_hash = hashlib.sha256(result.content).hexdigest()
-            if body_hash == row.get("body_hash"):
-                # Same bytes as last time (a server without validators): skip the parse.
-                outcome.unchanged = True
-                self._record_success(feed, row, outcome, result.headers, etag=result.etag,
-                                     last_modified=result.last_modified, body_hash=body_hash,
-                                     churn_streak=self._calm_breaker(feed, row))
-                return outcome, fetched
-            max_items = feed.max_items or self.config.fetch.max_items_per_poll
-            parsed = await self.processor.parse(
-                result.content, url=feed.url, content_type=result.content_type,
-                max_items=max_items, headers=result.headers,
-                max_bytes=self.config.fetch.max_feed_bytes)
-            for warning in parsed.warnings:
-                log.info("feed %s: recovered from: %s", feed.label, warning)
-            outcome.items = len(parsed.items)
-            fresh = self.store.unseen(int(row["id"]), parsed.items)
-            outcome.new_items = len(fresh)
-            streak = self._churn_streak(row, outcome)
-            outcome.held = self._update_breaker(feed, row, streak)
-            if fresh:
-                await self._process_items(feed, int(row["id"]), fresh, outcome)
-            self._record_success(feed, row, outcome, result.headers, etag=result.etag,
-                                 last_modified=result.last_modified, body_hash=body_hash,
-                                 ttl_minutes=parsed.ttl_minutes or 0, fresh=fresh,
-                                 churn_streak=streak)
+            await self._ingest(feed, row, result, outcome)
         except StageError as exc:
-            outcome.ok = False
-            outcome.error_kind = exc.kind
-            outcome.error = str(exc)
+            outcome.ok, outcome.error_kind, outcome.error = False, exc.kind, str(exc)
             if isinstance(exc, FetchError):
                 outcome.retry_after = exc.retry_after
+                self._back_off_host(feed.url, exc)
         except StoreError as exc:
             outcome.ok, outcome.error_kind, outcome.error = False, "database", str(exc)
-            fetched = None  # nothing more can be recorded
+            row = None  # the database is failing: the failure cannot be recorded either
         except Exception as exc:  # a bug or a library failure: this feed only, never the cycle
             log.exception("feed %s: internal error", feed.label)
             outcome.ok, outcome.error_kind = False, "internal"
             outcome.error = f"internal error: {type(exc).__name__}: {exc}"[:500]
         finally:
             outcome.seconds = time.monotonic() - started
-        return outcome, fetched
+        return outcome, row
+
+    async def _ingest(self, feed: FeedConfig, row: dict[str, Any], result: FetchResult,
+                      outcome: PollOutcome) -> None:
+        """Parse a fetched feed, process its new items, record the success."""
+        stored_hash = row.get("body_hash")
+        body_hash = (stored_hash if result.not_modified
+                     else hashlib.sha256(result.content).hexdigest())
+        if result.not_modified or body_hash == stored_hash:
+            # A 304, or the same bytes from a server without validators: no parse,
+            # and no churn either (an open breaker closes).
+            outcome.not_modified, outcome.unchanged = result.not_modified, not result.not_modified
+            self._record_success(feed, row, outcome, result, body_hash=body_hash,
+                                 churn_streak=self._calm_breaker(feed, row))
+            return
+        parsed = await self.processor.parse(
+            result.content, url=feed.url, content_type=result.content_type,
+            max_items=feed.max_items or self.config.fetch.max_items_per_poll,
+            headers=result.headers, max_bytes=self.config.fetch.max_feed_bytes)
+        for warning in parsed.warnings:
+            log.info("feed %s: recovered from: %s", feed.label, warning)
+        feed_id = int(row["id"])
+        outcome.items = len(parsed.items)
+        fresh = self.store.unseen(feed_id, parsed.items)
+        outcome.new_items = len(fresh)
+        streak = self._churn_streak(row, outcome)
+        outcome.held = self._update_breaker(feed, row, streak)
+        if fresh:
+            await self._process_items(feed, feed_id, fresh, outcome)
+        # A parsed feed without <ttl> stores 0: a <ttl> it dropped stops applying.
+        self._record_success(feed, row, outcome, result, body_hash=body_hash,
+                             ttl_minutes=parsed.ttl_minutes or 0, fresh=fresh,
+                             churn_streak=streak)
+
+    def _back_off_host(self, url: str, exc: FetchError) -> None:
+        """A 429/503 pauses every request to that origin, not only this feed's or page's."""
+        if exc.status not in HOST_BACKOFF_STATUSES:
+            return
+        seconds = host_backoff_seconds(exc.retry_after, self.config.fetch)
+        paused = self.hosts.defer(url, seconds, self.clock())
+        origin = origin_of(url)
+        if paused is not None and origin is not None:
+            scheme, host, port = origin
+            log.info("HTTP %s from %s://%s:%s: no request to that host for %.0fs", exc.status,
+                     scheme, host, port, paused)
 
     # -- recording ------------------------------------------------------------------
 
-    def _poll_state(self, row: dict[str, Any], failures: int | None = None) -> PollState:
+    @staticmethod
+    def _poll_state(row: dict[str, Any], failures: int | None = None) -> PollState:
         return PollState(
             consecutive_failures=int(row.get("consecutive_failures") or 0)
             if failures is None else failures,
@@ -304,9 +329,10 @@ class Pipeline:
         )
 
     def _record_success(self, feed: FeedConfig, row: dict[str, Any], outcome: PollOutcome,
-                        headers: dict[str, str], *, etag: str | None, last_modified: str | None,
-                        body_hash: str | None, ttl_minutes: int | None = None,
-                        fresh: Sequence[FeedItem] = (), churn_streak: int | None = None) -> None:
+                        result: FetchResult, *, body_hash: str | None,
+                        ttl_minutes: int | None = None, fresh: Sequence[FeedItem] = (),
+                        churn_streak: int | None = None) -> None:
+        """Store the validators and the next poll; ``ttl_minutes`` None keeps the stored one."""
         now = utcnow()
         feed_id = int(row["id"])
         updated = dict(row, consecutive_failures=0, failing_since=None)
@@ -320,12 +346,12 @@ class Pipeline:
         ttl = ttl_minutes if ttl_minutes is not None else row.get("ttl_minutes")
         schedule = next_poll(
             outcome="ok", state=self._poll_state(updated), settings=self.config.fetch,
-            bounds=feed_bounds(feed, self.config.fetch), now=now, headers=headers,
+            bounds=feed_bounds(feed, self.config.fetch), now=now, headers=result.headers,
             ttl_minutes=ttl or None,
         )
         self._note_schedule(outcome, schedule)
         self.store.record_poll_success(
-            feed_id, etag=etag, last_modified=last_modified, body_hash=body_hash,
+            feed_id, etag=result.etag, last_modified=result.last_modified, body_hash=body_hash,
             new_items=outcome.new_items, next_poll_at=schedule.next_poll_at,
             interval=schedule.interval, reason=schedule.reason, items_per_day=rate,
             last_new_at=last_new, churn_streak=churn_streak, ttl_minutes=ttl_minutes)
@@ -408,7 +434,6 @@ class Pipeline:
         settings = self.config.fetch
         held_since = parse_iso(row.get("alerts_held_since"))
         feed_id = int(row["id"])
-        channels = admin_channels(self.config.channels)
         if streak >= settings.churn_polls:
             if held_since is None:
                 now = utcnow()
@@ -417,7 +442,8 @@ class Pipeline:
                     f"feed-churn-{feed_id}-{iso(now)}", f"Feed alerts held: {feed.label}",
                     f"{feed.url}: more than {settings.churn_ratio:.0%} of its items were new on"
                     f" {streak} polls in a row (GUID churn?). Its matches are stored but not"
-                    " alerted until a poll brings mostly known items again.", channels)
+                    " alerted until a poll brings mostly known items again.",
+                    admin_channels(self.config.channels))
                 log.warning("feed %s: GUID churn, alerts held", feed.label)
             return True
         if held_since is not None:
@@ -425,52 +451,54 @@ class Pipeline:
             self.store.enqueue_notice(
                 f"feed-unchurn-{feed_id}-{iso(held_since)}", f"Feed alerts resumed: {feed.label}",
                 f"{feed.url} brings mostly known items again; its alerts are sent again.",
-                channels, severity="normal")
+                admin_channels(self.config.channels), severity="normal")
         return False
 
     # -- items ------------------------------------------------------------------------
 
     async def _fetch_page(self, item: FeedItem) -> tuple[bytes | None, str | None]:
+        """The item's page, or None and why not (the item is then judged on its summary)."""
         if not item.link:
             return None, "the item has no link"
+        paused = self.hosts.remaining(item.link, self.clock())
+        if paused is not None:
+            return None, f"host backoff: its server asked for a pause ({paused:.0f}s left)"
         try:
             page = await self.fetcher.fetch(item.link, kind="page",
                                             max_bytes=self.config.fetch.max_page_bytes)
         except FetchError as exc:
+            self._back_off_host(item.link, exc)
             log.info("page %s not fetched (%s): %s", item.link, exc.kind, exc)
             return None, f"{exc.kind}: {exc}"
         return page.content, None
 
     async def _process_items(self, feed: FeedConfig, feed_id: int, items: list[FeedItem],
                              outcome: PollOutcome) -> None:
-        fetch_pages = (feed.fetch_articles if feed.fetch_articles is not None
-                       else self.config.fetch.fetch_articles)
+        tags = tuple(feed.tags)
         pending: list[FeedItem] = []
         for item in items:
-            if self.store.known_article(dedup_key(item)) is not None:
-                # Another feed already brought this story: record the item only.
-                self.store.record_item(
-                    feed_id, feed.label,
-                    ProcessedArticle(item=item, article=_summary_article(item, feed)),
-                    route=lambda m: ())
-            else:
+            if self.store.known_article(dedup_key(item)) is None:
                 pending.append(item)
+                continue
+            # Another feed already brought this story: record the item only (no page,
+            # no matching; record_item re-checks inside its transaction).
+            article, _ = build_article(ArticleInput(item=item, feed_url=feed.url, feed_tags=tags))
+            self.store.record_item(feed_id, feed.label, ProcessedArticle(item=item, article=article),
+                                   route=_no_channels)
+        fetch_pages = (feed.fetch_articles if feed.fetch_articles is not None
+                       else self.config.fetch.fetch_articles)
         if fetch_pages:
             pages = await asyncio.gather(*(self._fetch_page(i) for i in pending))
         else:
             pages = [(None, "article fetching is off for this feed")] * len(pending)
         sources = [
-            ArticleInput(item=i, feed_url=feed.url, feed_tags=tuple(feed.tags), html=html,
-                         page_error=error)
+            ArticleInput(item=i, feed_url=feed.url, feed_tags=tags, html=html, page_error=error)
             for i, (html, error) in zip(pending, pages, strict=True)
         ]
         processed = await self.processor.process(sources)
-        channels = self.config.channels
-
-        def routing(match: TopicMatch) -> Sequence[str]:
-            # A feed whose breaker is open keeps its matches, without outbox rows.
-            return () if outcome.held else route(match, channels)
-
+        # A feed whose breaker is open keeps its matches, without outbox rows.
+        routing: Callable[[TopicMatch], Sequence[str]] = (
+            _no_channels if outcome.held else functools.partial(route, channels=self.config.channels))
         for result in processed:
             recorded = self.store.record_item(feed_id, feed.label, result, route=routing)
             if recorded.new_article:
@@ -489,20 +517,23 @@ class Pipeline:
         ``force`` (the default, for ``newsmon once``) polls feeds that are not due
         yet. When every poll of the cycle fails with a network error, on several
         hosts, the network is down: no feed has the failure counted against it.
+        A host backoff learnt during the cycle only holds back polls that start
+        after it (the polls of a cycle start together; see docs/feeds.md).
         """
         feeds = [f for f in (feeds or self.config.feeds) if f.enabled]
         cycle_id = self.store.start_cycle()
         results = await asyncio.gather(*(self._poll(f, force=force) for f in feeds))
-        polled = [(f, o, r) for f, (o, r) in zip(feeds, results, strict=True) if not o.not_due]
-        failed = [(f, o, r) for f, o, r in polled if not o.ok and r is not None]
+        polled = [(f, o, row) for f, (o, row) in zip(feeds, results, strict=True)
+                  if not o.not_due]
+        failed = [(f, o, row) for f, o, row in polled if not o.ok and row is not None]
         down = cycle_network_down([(f.url, o.error_kind) for f, o, _ in failed], len(polled),
                                   self.config.fetch.outage_hosts)
-        now = time.monotonic()
+        now = self.clock()
         for feed, outcome, _ in polled:
             self.network.record(now, feed.url, ok=outcome.ok, kind=outcome.error_kind)
-        for feed, outcome, fetched in failed:
-            assert fetched is not None
-            self._record_failure(feed, fetched.row, outcome, counted=not down)
+        for feed, outcome, row in failed:
+            assert row is not None
+            self._record_failure(feed, row, outcome, counted=not down)
         if down:
             log.error("every feed failed with a network error: the network looks down;"
                       " the failures are not counted against the feeds")
@@ -511,12 +542,16 @@ class Pipeline:
         for o in outcomes:
             log_poll(o)
         self.store.finish_cycle(
-            cycle_id, feeds_ok=sum(o.ok for o in outcomes), feeds_failed=len(report.failed),
+            cycle_id, feeds_ok=sum(o.ok for _, o, _ in polled), feeds_failed=len(report.failed),
             items_new=sum(o.new_items for o in outcomes), matches=sum(o.matches for o in outcomes),
             alerts=sum(o.alerts for o in outcomes),
             error="network down" if down else None,
         )
         return report
+
+
+def _no_channels(match: TopicMatch) -> Sequence[str]:
+    return ()
 
 
 def _effective_date(item: FeedItem, now: datetime) -> datetime:
@@ -530,9 +565,3 @@ def log_poll(outcome: PollOutcome) -> None:
              else logging.INFO if outcome.ok else logging.WARNING)
     log.log(level, "poll %s: %s (%.2fs)", outcome.feed, outcome.summary(), outcome.seconds,
             extra={"feed": outcome.feed})
-
-
-def _summary_article(item: FeedItem, feed: FeedConfig) -> Article:
-    return Article(title=item.title, summary=item.summary, body="", text_source="summary",
-                   url=item.link, feed_url=feed.url, feed_tags=tuple(feed.tags),
-                   published=item.published)

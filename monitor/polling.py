@@ -22,6 +22,8 @@ The rules, in order:
 4. Everything is clamped to the feed's floor and ceiling
    (``min_interval``/``max_interval``, per-feed overrides allowed); a
    ``Retry-After`` may exceed the ceiling (the server asked), up to its cap.
+5. **Per-host backoff**: a 429 or 503 tells every feed and page on that
+   origin to wait (:class:`HostBackoff`), not only the feed that asked.
 """
 
 from __future__ import annotations
@@ -61,6 +63,15 @@ def feed_bounds(feed: FeedConfig, settings: FetchSettings) -> Bounds:
     ceiling = feed.max_interval if feed.max_interval is not None else settings.max_interval
     ceiling = max(ceiling, floor)
     return Bounds(floor=floor, ceiling=ceiling, interval=feed.interval)
+
+
+def tick_interval(feed: FeedConfig, settings: FetchSettings) -> float:
+    """How often a scheduler should ask whether ``feed`` is due: its floor.
+
+    Asking costs little (the pipeline answers "not due" at once until the
+    computed next poll), so ticking at the floor honours every longer interval.
+    """
+    return feed_bounds(feed, settings).floor
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +212,78 @@ def next_poll(
 def is_due(next_poll_at: datetime | None, now: datetime, slack: float = 5.0) -> bool:
     """Whether a feed is due. ``slack`` seconds early still counts (scheduler jitter)."""
     return next_poll_at is None or next_poll_at <= now + timedelta(seconds=slack)
+
+
+# --- per-host backoff -----------------------------------------------------------------
+
+# Answers that mean "this server wants fewer requests", not "this feed is broken".
+HOST_BACKOFF_STATUSES = frozenset({429, 503})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Origin = tuple[str, str, int]
+
+
+def origin_of(url: str) -> Origin | None:
+    """(scheme, host, port) with the default port filled in; None for a URL without a host."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if not host:
+        return None
+    return scheme, host, port or _DEFAULT_PORTS.get(scheme, 0)
+
+
+def host_backoff_seconds(retry_after: float | None, settings: FetchSettings) -> float:
+    """How long an origin that answered 429/503 is left alone.
+
+    The server's ``Retry-After`` (capped at ``retry_after_max``); without one,
+    ``backoff_base``: the first step a failing feed would wait anyway.
+    """
+    if retry_after is None:
+        return settings.backoff_base
+    return min(max(retry_after, 0.0), settings.retry_after_max)
+
+
+class HostBackoff:
+    """"Not before" times per origin, learnt from 429/503 answers.
+
+    One feed's 429 must not be followed by requests from the other feeds (or
+    article fetches) on the same server. Owned by one Pipeline and kept in
+    memory, like :class:`NetworkWatch`, on the monotonic clock (``t``), so a
+    wall-clock step cannot stretch a pause: after a restart only each feed's
+    own stored backoff remains, which is enough for the feed that was told.
+    Expired entries are dropped when looked up, so the map holds origins that
+    are backing off now, plus at most one stale entry per host never polled again.
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[Origin, float] = {}
+
+    def defer(self, url: str, seconds: float, t: float) -> float | None:
+        """Leave ``url``'s origin alone for ``seconds`` from ``t`` (a longer pause
+        already running stands). Returns the seconds the origin now waits."""
+        key = origin_of(url)
+        if key is None or seconds <= 0:
+            return None
+        until = max(t + seconds, self._until.get(key, t))
+        self._until[key] = until
+        return until - t
+
+    def remaining(self, url: str, t: float) -> float | None:
+        """Seconds until requests to ``url``'s origin may go out again; None if now."""
+        key = origin_of(url)
+        if key is None:
+            return None
+        until = self._until.get(key)
+        if until is None:
+            return None
+        if until <= t:
+            del self._until[key]
+            return None
+        return until - t
 
 
 # --- whole-network failures ----------------------------------------------------------

@@ -893,6 +893,29 @@ class Store:
                 target.close()
 
 
+    # clock ---------------------------------------------------------------------
+    def shift_deadlines(self, seconds: float) -> int:
+        """Move every stored future deadline earlier by ``seconds``.
+
+        After the wall clock steps back, the next polls and alert retries written
+        before the step lie ``seconds`` too far ahead; this puts them back where
+        they were meant to be. Returns the number of rows moved.
+        """
+        moved = 0
+        delta = timedelta(seconds=seconds)
+        with _errors("moving deadlines after a clock step"), self._write():
+            for table, column in (("feeds", "next_poll_at"), ("alerts", "next_attempt_at")):
+                rows = self.db.execute(
+                    f"SELECT id, {column} FROM {table} WHERE {column} IS NOT NULL").fetchall()
+                for row_id, value in rows:
+                    when = parse_iso(value)
+                    if when is not None:
+                        self.db.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?",
+                                        (iso(when - delta), row_id))
+                        moved += 1
+        return moved
+
+
 def dedup_key(item: FeedItem) -> str:
     """One story, one article: its canonical URL, else its content hash."""
     if item.canonical_url:

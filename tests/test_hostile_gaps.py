@@ -660,13 +660,6 @@ def test_g49_a_forward_clock_jump_runs_each_job_once_not_a_catch_up_storm(
     run_daemon(config, notifier, scenario, prepare)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "G49 bug: a backward wall-clock step stalls polling and the watchdog. APScheduler 3's "
-    "IntervalTrigger keeps next_run_time in wall-clock time, so after a 1 h step back no "
-    "feed job and no heartbeat runs for an hour (systemd's watchdog then kills the daemon); "
-    "Pipeline.poll also compares the stored wall-clock next_poll_at with utcnow(), so a "
-    "poll would say 'not due' for an extra hour. The spec wants this arithmetic on "
-    "time.monotonic()."))
 def test_g49_a_backward_clock_jump_keeps_polling_and_feeding_the_watchdog(
         tmp_path: Path, site: Site) -> None:
     """G49: the wall clock steps back one hour (NTP): polls and pings continue."""

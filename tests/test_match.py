@@ -281,6 +281,9 @@ def test_scope_tags_language_and_age(tmp_path: Path) -> None:
         assert "not in scope" in reason or "older than" in reason
     # unknown language and date do not silence the topic
     assert clf.classify(article("Truce.", tags=("ukraine",)), now=now) != []
+    # nor does a feed's zero timestamp (1970): a new item must not be dropped for it
+    epoch = {**ok, "published": datetime(1970, 1, 1, tzinfo=UTC)}
+    assert clf.classify(article("Truce.", **epoch), now=now) != []  # type: ignore[arg-type]
 
 
 def test_severity_and_channels_are_carried(tmp_path: Path) -> None:

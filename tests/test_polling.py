@@ -11,6 +11,7 @@ import pytest
 from monitor.config import FeedConfig, FetchSettings
 from monitor.polling import (
     Bounds,
+    HostBackoff,
     NetworkWatch,
     PollState,
     adaptive_interval,
@@ -18,8 +19,11 @@ from monitor.polling import (
     cycle_network_down,
     error_backoff,
     feed_bounds,
+    host_backoff_seconds,
     is_due,
     next_poll,
+    origin_of,
+    tick_interval,
 )
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -156,3 +160,40 @@ def test_cycle_network_down() -> None:
     assert not cycle_network_down([*fails[:3], ("http://h9.test/", "not_a_feed")], 4, 3)
     assert not cycle_network_down([("http://one.test/a", "timeout"),
                                    ("http://one.test/b", "timeout")], 2, 3)  # a single host
+
+
+def test_host_backoff_is_per_origin_keeps_the_longer_wait_and_expires() -> None:
+    assert origin_of("HTTP://News.Example.org/feed") == ("http", "news.example.org", 80)
+    assert origin_of("https://news.example.org:443/x") == ("https", "news.example.org", 443)
+    assert origin_of("not a url") is None and origin_of("http://[::1/") is None
+    hosts = HostBackoff()
+    assert hosts.defer("http://news.example.org/a", 120, 1000.0) == 120
+    assert hosts.remaining("http://NEWS.example.org:80/b?x=1", 1000.0) == 120  # same origin
+    for other in ("https://news.example.org/a", "http://news.example.org:8080/a",
+                  "http://example.org/a"):
+        assert hosts.remaining(other, 1000.0) is None  # scheme, port and host all count
+    assert hosts.defer("http://news.example.org/c", 30, 1050.0) == 70  # the longer one stands
+    assert hosts.defer("http://news.example.org/c", 0, 1050.0) is None  # "retry now": no pause
+    assert hosts.remaining("http://news.example.org/a", 1119.0) == 1
+    assert hosts.remaining("http://news.example.org/a", 1120.0) is None  # over: forgotten
+    assert hosts.remaining("http://news.example.org/a", 1000.0) is None
+    assert hosts.defer("http://news.example.org/c", 300, 1200.0) == 300  # a new episode
+
+
+def test_host_backoff_length_is_retry_after_capped_else_the_backoff_base() -> None:
+    assert host_backoff_seconds(None, SETTINGS) == 120  # backoff_base
+    assert host_backoff_seconds(600.0, SETTINGS) == 600
+    assert host_backoff_seconds(10 * 3600.0, SETTINGS) == 4 * 3600  # retry_after_max
+    assert host_backoff_seconds(-5.0, SETTINGS) == 0
+
+
+def test_the_daemon_watchdog_allowance_follows_the_feed_jobs_tick() -> None:
+    """Feed jobs tick at each feed's floor; a floor above the feeds' nominal interval
+    (here 2 h against the 10 min default) must not starve the watchdog between ticks."""
+    from monitor.config import Config
+    from monitor.daemon import idle_limit
+
+    config = Config(feeds=(FeedConfig(url="http://a.test/f", min_interval="2h"),))
+    assert tick_interval(config.feeds[0], config.fetch) == 7200
+    assert idle_limit(config) == 3 * 7200 + config.service.poll_stall_timeout
+    assert idle_limit(Config()) is None

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 
 from monitor.config import FeedConfig
+from monitor.pipeline import Pipeline
 from monitor.store import iso, parse_iso
 from tests.hostile_server import HostileServer, StaticResolver
 from tests.servers import Site, free_port, rss
@@ -163,6 +167,115 @@ def test_retry_after_on_429_is_honoured_and_capped(tmp_path: Path) -> None:
     assert row["consecutive_failures"] == 1 and near(parse_iso(row["next_poll_at"]), 1200)
 
 
+# --- per-host backoff (hostile-inputs case 9) -------------------------------------------
+
+
+def _paths(server: Site) -> list[str]:
+    return [r.path for r in server.requests]
+
+
+@contextmanager
+def later(pipeline: Pipeline, seconds: float, *, tick: bool = True) -> Iterator[None]:
+    """Both clocks move on: the wall clock (feed schedules) and the pipeline's
+    monotonic one (host pauses, which a wall-clock step must not stretch)."""
+    real = pipeline.clock
+    pipeline.clock = lambda: real() + seconds
+    try:
+        with time_machine.travel(timedelta(seconds=seconds), tick=tick):
+            yield
+    finally:
+        pipeline.clock = real
+
+
+def test_a_429_pauses_every_feed_of_that_host_until_retry_after(
+        tmp_path: Path, site: Site) -> None:
+    site.routes["/a"] = (429, {"Content-Type": "text/plain", "Retry-After": "120"}, b"slow down")
+    site.routes["/b"] = feed_route(rss(items(2)))
+    with Site(routes={"/c": feed_route(rss(items(1, prefix="Other")))}) as other:
+        config = make_config(tmp_path, [site.url("/a"), site.url("/b"), other.url("/c")])
+        pipeline = build(config)
+        a, b, c = config.feeds
+
+        async def scenario() -> tuple[list[Any], Any, Any, dict[str, Any], list[Any]]:
+            first = [await pipeline.poll(f, force=True) for f in (a, b, c)]
+            again = await pipeline.poll(a, force=True)  # the feed that was told waits too
+            cycle = await pipeline.run_cycle()  # `newsmon once` in the same process
+            paused = feed_row(config, b.url)
+            with later(pipeline, 121):
+                site.routes["/a"] = feed_route(rss(items(1, prefix="Back")))
+                after = [await pipeline.poll(f) for f in (a, b)]  # due again, no force
+            return first, again, cycle, paused, after
+
+        (told, held, elsewhere), again, cycle, paused, after = run(pipeline, scenario())
+        other_paths = _paths(other)
+    assert not told.ok and told.reason == "retry-after" and told.interval == 120
+    assert held.ok and held.not_due and held.reason == "host backoff"
+    assert near(held.next_poll_at, 120, tolerance=5) and "host backoff" in held.summary()
+    assert again.not_due and again.reason == "host backoff"
+    assert elsewhere.ok and elsewhere.new_items == 1  # another port is another host
+    # The paused feed was neither fetched nor failed: its row is untouched.
+    assert paused["consecutive_failures"] == 0 and paused["last_error"] is None
+    assert paused["last_poll_at"] is None and paused["next_poll_at"] is None
+    assert [o.not_due for o in cycle.outcomes] == [True, True, False] and not cycle.failed
+    assert rows(config, "SELECT feeds_ok, feeds_failed FROM cycles") == [(1, 0)]
+    assert all(o.ok and not o.not_due for o in after), [o.summary() for o in after]
+    assert after[1].new_items == 2
+    assert _paths(site) == ["/a", "/a", "/b"]  # nothing to that host inside the window
+    assert other_paths == ["/c", "/c"]
+
+
+def test_a_503_without_retry_after_pauses_the_host_for_the_backoff_base(
+        tmp_path: Path, site: Site) -> None:
+    site.routes["/a"] = (503, {"Content-Type": "text/plain"}, b"down")
+    site.routes["/b"] = feed_route(rss(items(1)))
+    config = make_config(tmp_path, [site.url("/a"), site.url("/b")], backoff_base=300)
+    pipeline = build(config)
+    a, b = config.feeds
+
+    async def scenario() -> list[Any]:
+        outcomes = [await pipeline.poll(a, force=True), await pipeline.poll(b, force=True)]
+        with later(pipeline, 299, tick=False):
+            outcomes.append(await pipeline.poll(b))
+        with later(pipeline, 301):
+            outcomes.append(await pipeline.poll(b))
+        return outcomes
+
+    failed, held, still, back = run(pipeline, scenario())
+    assert not failed.ok and failed.error_kind == "http_status"
+    assert feed_row(config, a.url)["consecutive_failures"] == 1  # the 503 is a failure
+    assert held.not_due and near(held.next_poll_at, 300, tolerance=5)
+    assert still.not_due and still.reason == "host backoff"
+    assert back.ok and back.new_items == 1
+    assert _paths(site) == ["/a", "/b"]
+
+
+def test_article_pages_on_a_paused_host_are_not_fetched(tmp_path: Path, site: Site) -> None:
+    with Site() as other:
+        for n in range(2):  # the article pages answer 429: the whole host pauses
+            other.routes[f"/news/story-{n}"] = (429, {"Retry-After": "600"}, b"slow down")
+        other.routes["/feed"] = feed_route(rss(items(1, prefix="Theirs")))
+        site.routes["/one"] = feed_route(rss(items(2, base=other.url("/news/"))))
+        site.routes["/two"] = feed_route(rss(items(2, prefix="Later",
+                                                   base=other.url("/news/"))))
+        config = make_config(tmp_path, [site.url("/one"), other.url("/feed"), site.url("/two")],
+                             fetch_articles=True)
+        pipeline = build(config)
+
+        async def scenario() -> list[Any]:
+            return [await pipeline.poll(f, force=True) for f in config.feeds]
+
+        one, theirs, two = run(pipeline, scenario())
+        other_paths = sorted(_paths(other))
+    assert one.ok and one.new_items == 2
+    assert theirs.not_due and theirs.reason == "host backoff"  # a page's 429 pauses feeds too
+    assert two.ok and two.new_items == 2  # judged on their summaries
+    assert other_paths == ["/news/story-0", "/news/story-1"]
+    assert isinstance(pipeline.processor, FastProcessor)
+    errors = [s.page_error or "" for s in pipeline.processor.seen]
+    assert [e.startswith("http_status") for e in errors] == [True, True, False, False]
+    assert all(e.startswith("host backoff") for e in errors[2:]), errors
+
+
 def test_errors_back_off_and_the_feed_is_never_given_up(tmp_path: Path, site: Site) -> None:
     site.routes["/feed"] = (500, {"Content-Type": "text/plain"}, b"down")
     config = make_config(tmp_path, [site.url("/feed")], backoff_base=100, backoff_max=700,
@@ -275,7 +388,8 @@ def test_the_global_concurrency_limit_holds_in_a_cycle(tmp_path: Path) -> None:
 
 
 def test_a_failing_feed_raises_one_notice_and_one_on_recovery(tmp_path: Path, site: Site) -> None:
-    site.routes["/feed"] = (503, {"Content-Type": "text/plain"}, b"down")
+    # A 500, not a 503: a 503 also pauses the host, and these polls are back to back.
+    site.routes["/feed"] = (500, {"Content-Type": "text/plain"}, b"down")
     config = make_config(tmp_path, [site.url("/feed")], failing_notice_after=0)
     pipeline = build(config)
 
