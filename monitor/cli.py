@@ -9,6 +9,7 @@ Exit codes, for scripts:
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -20,8 +21,11 @@ from monitor.cli_common import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
+    NewsmonGroup,
     State,
+    cell,
     config_option,
+    fail,
     pass_state,
 )
 from monitor.config import Config
@@ -33,7 +37,8 @@ from monitor.yamlfile import ConfigErrors
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=NewsmonGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False), help=CONFIG_HELP)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="Log level (default: the config's service.log_level, info).")
@@ -52,6 +57,11 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str | None,
       newsmon run                run as a daemon (systemd: deploy/newsmon.service)
       newsmon test-rule --text "Kremlin rejects peace talks"   see why a text matches
 
+    \b
+    Every command has its own --help with examples, and takes --config before
+    or after its name. Lists are tables on a terminal and tab-separated when
+    piped; errors are one "error:" line on stderr.
+
     Exit codes: 0 ok, 1 something failed, 2 usage or config error.
     """
     ctx.obj = State(config_path, log_level, log_format)
@@ -65,6 +75,14 @@ def run(state: State) -> None:
 
     Stops cleanly on SIGTERM or Ctrl-C. Without any channel in the config,
     alerts are stored and written to the log.
+
+    \b
+    Examples:
+      newsmon run
+      newsmon --log-format json run --config /etc/newsmon/newsmon.yaml
+
+    Exit codes: 0 stopped cleanly, 1 could not start (database, HTTP port),
+    2 config error.
     """
     from monitor.alert import ChannelError
     from monitor.daemon import Daemon
@@ -73,40 +91,69 @@ def run(state: State) -> None:
     try:
         code = asyncio.run(Daemon(config).run())
     except ChannelError as exc:
-        click.echo(f"error: {exc}", err=True)
-        code = EXIT_CONFIG
+        fail(str(exc), EXIT_CONFIG)
     sys.exit(code)
 
 
 @cli.command()
-@click.option("--workers", type=int, default=None,
+@click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Worker processes for extraction and analysis (0: in this process).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary as one JSON object (feed failures included).")
 @config_option
 @pass_state
-def once(state: State, workers: int | None) -> None:
+def once(state: State, workers: int | None, as_json: bool) -> None:
     """Poll every feed once, process new items, deliver pending alerts, exit.
 
-    For cron and for tests. Exits 1 if any feed or any delivery failed.
+    For cron and for tests. The summary goes to stdout; each failed feed or
+    delivery is one line on stderr.
+
+    \b
+    Examples:
+      newsmon once
+      newsmon once --workers 0 --json | jq .failed_feeds
+
+    Exit codes: 0 every feed and delivery succeeded, 1 a feed or a delivery
+    failed (or the database is unusable), 2 config error.
     """
     from monitor.alert import ChannelError
     from monitor.daemon import run_once
+    from monitor.store import StoreError
 
     config = state.config()
     try:
         report, delivery = asyncio.run(run_once(config, workers=workers))
     except ChannelError as exc:
-        click.echo(f"error: {exc}", err=True)
+        fail(str(exc), EXIT_CONFIG)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_CONFIG)
+    except StoreError as exc:
+        fail(str(exc), EXIT_FAILED)
     new = sum(o.new_items for o in report.outcomes)
     matches = sum(o.matches for o in report.outcomes)
-    click.echo(
-        f"{len(report.outcomes)} feeds polled ({len(report.failed)} failed), {new} new items,"
-        f" {matches} matches; alerts sent {delivery.sent}, failed {delivery.failed}"
-    )
+    if as_json:
+        click.echo(json.dumps({
+            "feeds": len(report.outcomes), "feeds_failed": len(report.failed),
+            "new_items": new, "matches": matches, "alerts_sent": delivery.sent,
+            "alerts_failed": delivery.failed,
+            "failed_feeds": [{"feed": o.feed, "error_kind": o.error_kind, "error": o.error}
+                             for o in report.failed],
+            "delivery_errors": list(delivery.errors),
+        }, indent=2, ensure_ascii=False))
+    else:
+        click.echo(
+            f"{len(report.outcomes)} feeds polled ({len(report.failed)} failed), {new} new"
+            f" items, {matches} matches; alerts sent {delivery.sent}, failed {delivery.failed}"
+        )
+    # Details under the summary, indented (log parsers in tests/test_service_logs.py
+    # rely on the two-space indent to tell them from log lines).
     for outcome in report.failed:
-        click.echo(f"  feed {outcome.feed}: {outcome.error_kind}: {outcome.error}", err=True)
+        click.echo(f"  feed {outcome.feed}: {outcome.error_kind}: {cell(outcome.error)}",
+                   err=True)
     for error in delivery.errors:
-        click.echo(f"  {error}", err=True)
+        click.echo(f"  {cell(error)}", err=True)
     sys.exit(EXIT_FAILED if report.failed or delivery.failed else EXIT_OK)
 
 
@@ -116,7 +163,16 @@ def once(state: State, workers: int | None) -> None:
 def check(state: State) -> None:
     """Validate the config, every rule file, channel URL and rule example.
 
-    Every error names the file, the line and the key. Secrets are never shown.
+    Every error names the file, the line and the key. Secrets are never shown
+    (channel URLs are printed masked).
+
+    \b
+    Examples:
+      newsmon check
+      newsmon check --config /etc/newsmon/newsmon.yaml
+
+    Exit codes: 0 every check passed, 2 a problem was found (each is one
+    "error:" line on stderr).
     """
     from monitor.alert import ChannelError, Deliverer, mask_url
     from monitor.match import Classifier

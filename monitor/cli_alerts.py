@@ -7,17 +7,29 @@
     newsmon alerts test slack          send a test message to a channel
 
 On a terminal the list is a table; piped, it is tab-separated (one header line),
-for ``cut`` and ``awk``. Nothing printed here contains a channel URL.
+for ``cut`` and ``awk``; ``--json`` gives a JSON array. Nothing printed here
+contains a channel URL.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
 import click
 
-from monitor.cli_common import EXIT_CONFIG, EXIT_FAILED, State, config_option, pass_state
+from monitor.cli_common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    State,
+    cell,
+    config_option,
+    fail,
+    is_terminal,
+    pass_state,
+)
 
 COLUMNS = ("id", "alert_key", "channel", "topic", "severity", "status", "held", "attempts",
            "created_at", "sent_at", "next_attempt_at", "last_error", "title")
@@ -25,19 +37,18 @@ STATUSES = ("pending", "sent", "dead")
 
 
 def _store(state: State) -> Any:
+    """The configured database; exit 1 naming it when it is missing or unusable."""
     from monitor.store import Store, StoreError
 
-    config = state.config()
+    path = state.config().database_path()
+    if not path.exists():
+        fail(f"no database at {path} (has newsmon run yet?)", EXIT_FAILED)
     try:
-        return Store(config.database_path())
+        return Store(path)
     except StoreError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        fail(str(exc), EXIT_FAILED)
 
 
-def _cell(value: Any) -> str:
-    """One table cell: no tabs or newlines (they would break the TSV)."""
-    return " ".join(str(value).split()) if value is not None else ""
 
 
 @click.group(invoke_without_command=True)
@@ -45,30 +56,53 @@ def _cell(value: Any) -> str:
               help="How many alerts, newest first.")
 @click.option("--status", type=click.Choice(STATUSES), help="Only alerts in this state.")
 @click.option("--channel", help="Only alerts for this channel.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of alert objects.")
 @config_option
 @click.pass_context
-def alerts(ctx: click.Context, limit: int, status: str | None, channel: str | None) -> None:
-    """List recent alerts with their delivery state (pending, sent, dead)."""
+def alerts(ctx: click.Context, limit: int, status: str | None, channel: str | None,
+           as_json: bool) -> None:
+    """List recent alerts with their delivery state (pending, sent, dead).
+
+    A table on a terminal; tab-separated with one header line when piped.
+
+    \b
+    Examples:
+      newsmon alerts
+      newsmon alerts --status dead --channel newsroom
+      newsmon alerts -n 500 | cut -f1,6,13
+      newsmon alerts retry --dead
+      newsmon alerts test newsroom
+
+    Exit codes: 0 listed, 1 no database (or unreadable), 2 config error.
+    """
     if ctx.invoked_subcommand is not None:
         return
+    from monitor.store import StoreError
+
     state = ctx.find_object(State)
     assert state is not None
     store = _store(state)
     try:
         rows = store.list_alerts(limit=limit, status=status, channel=channel)
+    except StoreError as exc:
+        fail(str(exc), EXIT_FAILED)
     finally:
         store.close()
-    if sys.stdout.isatty():
+    if as_json:
+        click.echo(json.dumps([{c: row.get(c) for c in COLUMNS} for row in rows], indent=2,
+                              ensure_ascii=False))
+    elif is_terminal(sys.stdout):
         _print_table(rows)
     else:
         click.echo("\t".join(COLUMNS))
         for row in rows:
-            click.echo("\t".join(_cell(row.get(c)) for c in COLUMNS))
+            click.echo("\t".join(cell(row.get(c)) for c in COLUMNS))
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(show_lines=False, header_style="bold")
     shown = ("id", "alert_key", "channel", "topic", "status", "attempts", "created_at",
@@ -77,11 +111,12 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         table.add_column(column, overflow="fold", max_width=40 if column == "title" else None)
     colours = {"sent": "green", "pending": "yellow", "dead": "red"}
     for row in rows:
-        cells = [_cell(row.get(c)) for c in shown]
+        cells = [cell(row.get(c)) for c in shown]
         status = row.get("status") or ""
         if row.get("held") and status == "pending":
             cells[shown.index("status")] = f"held ({row['held']})"
-        table.add_row(*cells, style=colours.get(status))
+        # Text, not markup: a title from a feed may hold "[/]" or "[bold]".
+        table.add_row(*(Text(c) for c in cells), style=colours.get(status))
     Console().print(table)
     if not rows:
         click.echo("no alerts yet")
@@ -96,17 +131,31 @@ def retry(state: State, ref: str | None, dead: bool) -> None:
     """Re-queue an alert (by id or alert key), or all dead ones with --dead.
 
     The alert is sent again at the next delivery run (within delivery.interval).
+
+    \b
+    Examples:
+      newsmon alerts retry 42
+      newsmon alerts retry --dead
+
+    Exit codes: 0 re-queued (or, with --dead, nothing dead), 1 no such alert
+    or no database, 2 usage or config error.
     """
+    from monitor.store import StoreError
+
     if bool(ref) == dead:
         raise click.UsageError("give an alert id (or key), or --dead")
     store = _store(state)
     try:
         count = store.retry_dead() if dead else store.requeue(ref or "")
+    except StoreError as exc:
+        fail(str(exc), EXIT_FAILED)
     finally:
         store.close()
     if not count:
-        click.echo("nothing to re-queue" if dead else f"error: no alert {ref}", err=not dead)
-        sys.exit(0 if dead else EXIT_FAILED)
+        if not dead:
+            fail(f"no alert {ref} (see newsmon alerts)", EXIT_FAILED)
+        click.echo("nothing to re-queue")
+        sys.exit(EXIT_OK)
     click.echo(f"re-queued {count} alert{'s' if count != 1 else ''}")
 
 
@@ -115,23 +164,30 @@ def retry(state: State, ref: str | None, dead: bool) -> None:
 @config_option
 @pass_state
 def test(state: State, channel: str) -> None:
-    """Send a test message to CHANNEL now (outside the outbox)."""
+    """Send a test message to CHANNEL now (outside the outbox).
+
+    CHANNEL is a channel's name from the config (its URL is never printed).
+
+    \b
+    Examples:
+      newsmon alerts test newsroom
+
+    Exit codes: 0 sent, 1 the service did not accept it, 2 no such channel
+    or config error.
+    """
     from monitor.alert import ChannelError, Deliverer
 
     config = state.config()
     if channel not in {c.name for c in config.channels}:
         names = ", ".join(c.name for c in config.channels) or "none configured"
-        click.echo(f"error: no channel named {channel} (channels: {names})", err=True)
-        sys.exit(EXIT_CONFIG)
+        fail(f"no channel named {channel} (channels: {names})", EXIT_CONFIG)
     try:
         deliverer = Deliverer([c for c in config.channels if c.name == channel], config.delivery)
     except ChannelError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+        fail(str(exc), EXIT_CONFIG)
     result = deliverer.test(channel)
     if not result.ok:
-        click.echo(f"error: test message to {channel} failed: {result.error}", err=True)
-        sys.exit(EXIT_FAILED)
+        fail(f"test message to {channel} failed: {result.error}", EXIT_FAILED)
     click.echo(f"test message sent to {channel}")
 
 

@@ -11,10 +11,13 @@ Exit codes, for scripts:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from monitor.config import Config, load_config, resolve_config_path, secret_values
 from monitor.logs import setup_logging
@@ -67,3 +70,145 @@ def config_option(func: Command) -> Command:
     return click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
                         help=CONFIG_HELP, expose_value=False, callback=callback,
                         is_eager=True)(func)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+def fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
+    """Print ``error: MESSAGE`` (one line, on stderr) and exit with ``code``."""
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
+
+
+class _OneLineError(click.ClickException):
+    """A click error shown as one ``error:`` line, with a pointer to the command's help."""
+
+    def __init__(self, original: click.ClickException) -> None:
+        super().__init__(" ".join(original.format_message().split()))
+        self.exit_code = original.exit_code
+        ctx = getattr(original, "ctx", None)
+        self.help_hint = (f" (see '{ctx.command_path} --help')"
+                          if isinstance(original, click.UsageError) and ctx is not None else "")
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}{self.help_hint}", err=True)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except (NoArgsIsHelpError, _OneLineError):
+        raise
+    except click.ClickException as exc:
+        raise _OneLineError(exc) from None
+
+
+class NewsmonGroup(click.Group):
+    """The top group: click's usage errors (bad option, missing file...) become one
+    ``error:`` line naming the option or file, exit code 2, like every other error."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        with _one_line_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+# --- terminal or pipe ------------------------------------------------------------------------
+
+
+def is_terminal(stream: Any) -> bool:
+    """True when ``stream`` is an interactive terminal (not a pipe, file or test runner)."""
+    try:
+        return bool(getattr(stream, "isatty", lambda: False)())
+    except ValueError:  # a closed stream
+        return False
+
+
+def cell(value: Any) -> str:
+    """One plain table cell: no tabs or newlines (they would break the TSV)."""
+    return " ".join(str(value).split()) if value is not None else ""
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+                title: str | None = None, styles: Sequence[str | None] | None = None,
+                justify: Sequence[str] | None = None) -> None:
+    """A rich table on standard output (a terminal; colours follow ``NO_COLOR``)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, header_style="bold")
+    for i, column in enumerate(columns):
+        table.add_column(column, overflow="fold",
+                         justify=justify[i] if justify else "left")  # type: ignore[arg-type]
+    for i, row in enumerate(rows):
+        # Text, not markup: feed titles and server errors may hold "[/]".
+        table.add_row(*(v if isinstance(v, Text) else Text(cell(v)) for v in row),
+                      style=styles[i] if styles else None)
+    Console().print(table)
+
+
+def print_tsv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """The plain form of a table: a header line, then one tab-separated line a row."""
+    click.echo("\t".join(columns))
+    for row in rows:
+        click.echo("\t".join(cell(v) for v in row))
+
+
+class Progress:
+    """A rich progress bar on standard error when it is a terminal; nothing otherwise.
+
+    Standard output stays clean for pipes either way. Use as a context manager;
+    ``advance()`` after each unit of work.
+    """
+
+    def __init__(self, total: int | None, label: str) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+        if is_terminal(sys.stderr):
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=True,
+                redirect_stdout=False)  # stdout carries results: never through the bar
+            self._task = self._bar.add_task(label, total=total)
+
+    @property
+    def active(self) -> bool:
+        return self._bar is not None
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def advance(self, steps: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, steps)
+
+    def echo(self, message: str) -> None:
+        """A line on standard error, above the bar when there is one."""
+        if self._bar is not None:
+            self._bar.console.print(message, markup=False, highlight=False)
+        else:
+            click.echo(message, err=True)

@@ -17,14 +17,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from monitor.cli_common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, State, config_option
+from monitor.cli_common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    Progress,
+    State,
+    cell,
+    config_option,
+    fail,
+    is_terminal,
+    pass_state,
+)
 from monitor.config import Config
 from monitor.discover import FoundFeed, discover
 from monitor.fetch import Fetcher
@@ -34,8 +46,6 @@ from monitor.parse import FeedParseError, parse_feed
 from monitor.pipeline import Pipeline
 from monitor.store import Store, StoreError
 from monitor.yamlfile import ConfigErrors
-
-pass_state = click.make_pass_decorator(State)
 
 COLUMNS = ("name", "url", "health", "last_success", "failures", "last_error_kind",
            "next_poll", "interval_s", "reason", "items_per_day", "alerts_held_since",
@@ -47,13 +57,12 @@ def register(cli: click.Group) -> None:
     cli.add_command(feeds)
 
 
-def _is_terminal(stream: Any) -> bool:
-    return bool(getattr(stream, "isatty", lambda: False)())
+_is_terminal = is_terminal
+_cell = cell
 
 
-def _fail(message: str, code: int = EXIT_CONFIG) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+def _fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
+    fail(message, code)
 
 
 # --- newsmon feeds -----------------------------------------------------------------------
@@ -67,7 +76,19 @@ def feeds(ctx: click.Context, as_json: bool) -> None:
     """Feed health: last success, last error, failures, next poll, items a day.
 
     Reads the daemon's database (read-only; safe beside a running daemon).
-    Exits 1 when a feed is in the "failing" state.
+    A table on a terminal; tab-separated with one header line when piped.
+
+    \b
+    Examples:
+      newsmon feeds
+      newsmon feeds | cut -f2,3           # url, health
+      newsmon feeds --json | jq '.[] | select(.failures > 0) | .url'
+      newsmon feeds import subscriptions.opml --check
+      newsmon feeds export -o feeds.opml
+      newsmon feeds discover https://example.org/
+
+    Exit codes: 0 listed, 1 a feed is in the "failing" state (or the
+    database is unreadable), 2 config error.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -97,8 +118,8 @@ def feed_rows(config: Config) -> list[dict[str, Any]]:
                 stored = {r["url"]: r for r in store.feeds_table()}
             finally:
                 store.close()
-        except StoreError as exc:
-            _fail(str(exc), EXIT_FAILED)
+        except (StoreError, sqlite3.Error) as exc:
+            _fail(f"database {path}: {exc}", EXIT_FAILED)
     rows = []
     for feed in config.feeds:
         row = stored.get(feed.url, {})
@@ -121,16 +142,10 @@ def feed_rows(config: Config) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    # One line per feed, whatever a server put in an error message.
-    return " ".join(str(value).split())
-
-
 def _print_rich(rows: Sequence[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     styles = {"ok": "green", "failing": "bold red", "quiet": "yellow", "new": "cyan",
               "disabled": "dim"}
@@ -143,9 +158,13 @@ def _print_rich(rows: Sequence[dict[str, Any]]) -> None:
         if row["alerts_held_since"]:
             error = (error + " churn: alerts held").strip()
         interval = f"{row['interval_s']}s ({row['reason']})" if row["interval_s"] else ""
-        table.add_row(row["name"] or row["url"], f"[{styles.get(row['health'], '')}]"
-                      f"{row['health']}[/]", _cell(row["last_success"]), str(row["failures"]),
-                      error, _cell(row["next_poll"]), interval, _cell(row["items_per_day"]))
+        # Text, not markup: a feed's name or a server's error may hold "[/]".
+        cells = [Text(row["name"] or row["url"]),
+                 Text(row["health"], style=styles.get(row["health"], "")),
+                 Text(_cell(row["last_success"])), Text(str(row["failures"])), Text(error),
+                 Text(_cell(row["next_poll"])), Text(interval),
+                 Text(_cell(row["items_per_day"]))]
+        table.add_row(*cells)
     Console().print(table)
 
 
@@ -163,7 +182,7 @@ async def _load_source(source: str, config: Config, allow_private: bool) -> list
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise click.UsageError(f"cannot read {source}: {exc.strerror}") from None
+            _fail(f"cannot read {source}: {exc.strerror}")
         return parse_opml(data).feeds
     async with _fetcher(config) as fetcher:
         result = await fetcher.fetch(source, kind="feed", allow_private=allow_private)
@@ -212,7 +231,18 @@ def import_command(state: State, source: str, tags: tuple[str, ...], check: bool
     SOURCE is an OPML file, an OPML URL, a feed URL, or a site URL (its feeds
     are discovered). The config file is edited in place, keeping its comments;
     feeds already configured are skipped. The new file is validated first:
-    on any error nothing is written.
+    on any error nothing is written. With --check, a progress bar runs on a
+    terminal; piped, each feed's verdict is one line on stderr.
+
+    \b
+    Examples:
+      newsmon feeds import subscriptions.opml --dry-run
+      newsmon feeds import subscriptions.opml --check --tag imported
+      newsmon feeds import https://example.org/        # the site's own feeds
+
+    Exit codes: 0 imported, 1 some feeds were rejected by --check, nothing
+    found, or SOURCE could not be fetched, 2 usage or config error (missing
+    file, bad OPML, config invalid after the import): nothing written.
     """
     config = state.config()
     if config.source is None:
@@ -248,29 +278,19 @@ def import_command(state: State, source: str, tags: tuple[str, ...], check: bool
 
 def _run_checks(config: Config, wanted: list[OpmlFeed], allow_private: bool,
                 rejected: list[str]) -> list[OpmlFeed]:
-    """Check feeds with a progress bar on a terminal, one plain line each when piped."""
-    def report(feed: OpmlFeed, error: str | None) -> None:
-        if error:
-            rejected.append(feed.url)
-            click.echo(f"rejected\t{feed.url}\t{_cell(error)}", err=True)
+    """Check feeds with a progress bar on a terminal (stderr), one plain line each when
+    piped: ``ok URL`` or ``rejected URL ERROR``, tab-separated, on stderr."""
+    with Progress(len(wanted), "checking feeds") as progress:
 
-    if not _is_terminal(sys.stderr):
-        def plain(feed: OpmlFeed, error: str | None) -> None:
-            report(feed, error)
-            if not error:
-                click.echo(f"ok\t{feed.url}", err=True)
-        return asyncio.run(_check_feeds(config, wanted, allow_private, plain))
+        def report(feed: OpmlFeed, error: str | None) -> None:
+            if error:
+                rejected.append(feed.url)
+                progress.echo(f"rejected\t{feed.url}\t{_cell(error)}")
+            elif not progress.active:
+                progress.echo(f"ok\t{feed.url}")
+            progress.advance()
 
-    from rich.progress import Progress
-
-    with Progress(transient=True) as progress:
-        task = progress.add_task("checking feeds", total=len(wanted))
-
-        def bar(feed: OpmlFeed, error: str | None) -> None:
-            report(feed, error)
-            progress.advance(task)
-
-        return asyncio.run(_check_feeds(config, wanted, allow_private, bar))
+        return asyncio.run(_check_feeds(config, wanted, allow_private, report))
 
 
 # --- export ------------------------------------------------------------------------------
@@ -282,11 +302,22 @@ def _run_checks(config: Config, wanted: list[OpmlFeed], allow_private: bool,
 @config_option
 @pass_state
 def export_command(state: State, output: str | None) -> None:
-    """Write the configured feeds as OPML 2.0 (tags become categories)."""
+    """Write the configured feeds as OPML 2.0 (tags become categories).
+
+    \b
+    Examples:
+      newsmon feeds export > feeds.opml
+      newsmon feeds export -o feeds.opml
+
+    Exit codes: 0 written, 2 config error or OUTPUT cannot be written.
+    """
     config = state.config()
     data = export_opml(config.feeds)
     if output:
-        Path(output).write_bytes(data)
+        try:
+            Path(output).write_bytes(data)
+        except OSError as exc:
+            _fail(f"cannot write {output}: {exc.strerror}")
         click.echo(f"{len(config.feeds)} feeds written to {output}", err=True)
     else:
         click.echo(data.decode("utf-8"), nl=False)
@@ -306,10 +337,25 @@ def export_command(state: State, output: str | None) -> None:
 @pass_state
 def discover_command(state: State, url: str, as_json: bool, add: bool, guess: bool,
                      allow_private: bool) -> None:
-    """Find the feeds of a site from its page (<link rel="alternate" ...>)."""
+    """Find the feeds of a site from its page (<link rel="alternate" ...>).
+
+    A table on a terminal; piped, one feed a line: URL, kind, title,
+    tab-separated.
+
+    \b
+    Examples:
+      newsmon feeds discover https://example.org/
+      newsmon feeds discover https://example.org/ --json
+      newsmon feeds discover https://example.org/ --add
+
+    Exit codes: 0 feeds found, 1 none found or the page could not be
+    fetched, 2 usage or config error.
+    """
     config = state.config()
     if not url.lower().startswith(("http://", "https://")):
         _fail(f"{url}: not an http(s) URL")
+    if add and config.source is None:
+        _fail("--add needs a config file to append to (give --config)")
 
     async def find() -> list[FoundFeed]:
         async with _fetcher(config) as fetcher:
@@ -323,9 +369,14 @@ def discover_command(state: State, url: str, as_json: bool, add: bool, guess: bo
         click.echo(json.dumps([{"url": f.url, "title": f.title, "kind": f.kind,
                                 "source": f.source} for f in found], indent=2,
                               ensure_ascii=False))
+    elif is_terminal(sys.stdout) and found:
+        from monitor.cli_common import print_table
+
+        print_table(("url", "kind", "title"), [(f.url, f.kind, f.title) for f in found],
+                    title=f"{len(found)} feeds at {url}")
     else:
         for f in found:
-            click.echo(f"{f.url}\t{f.kind}\t{f.title or ''}")
+            click.echo(f"{f.url}\t{f.kind}\t{_cell(f.title)}")
     if not found:
         _fail(f"{url}: no feed found", EXIT_FAILED)
     if add and config.source is not None:

@@ -15,23 +15,19 @@ from pathlib import Path
 
 import click
 
-from monitor.cli_common import EXIT_FAILED, EXIT_OK, State, config_option
+from monitor.cli_common import EXIT_FAILED, EXIT_OK, State, config_option, fail, pass_state
 from monitor.store import Store, StoreError
-
-pass_state = click.make_pass_decorator(State)
 
 
 def _open_readonly(state: State) -> Store:
     """The configured database, read-only; exit 1 with a clear message if unusable."""
     path = state.config().database_path()
     if not path.exists():
-        click.echo(f"error: no database at {path} (has newsmon run yet?)", err=True)
-        sys.exit(EXIT_FAILED)
+        fail(f"no database at {path} (has newsmon run yet?)", EXIT_FAILED)
     try:
         return Store.open_readonly(path)
     except StoreError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        fail(str(exc), EXIT_FAILED)
 
 
 @click.command()
@@ -44,7 +40,15 @@ def status(state: State, as_json: bool) -> None:
     \b
     Unhealthy when: no poll cycle finished within 3x the shortest feed
     interval, any alert is dead-lettered, or every feed is failing.
-    Exit codes: 0 healthy, 1 unhealthy (or database unreadable), 2 config error.
+    Reads the database only: safe beside a running daemon.
+
+    \b
+    Examples:
+      newsmon status
+      newsmon status --json | jq .problems
+      newsmon status --config /etc/newsmon/newsmon.yaml || notify-admin
+
+    Exit codes: 0 healthy, 1 unhealthy (or no readable database), 2 config error.
     """
     from monitor.health import evaluate, render_text
 
@@ -53,6 +57,7 @@ def status(state: State, as_json: bool) -> None:
     try:
         report = evaluate(store, config)
     except Exception as exc:  # sqlite errors outside the store's wrappers too
+        click.echo(f"error: database {config.database_path()}: {exc}", err=True)
         if as_json:
             click.echo(json.dumps({"healthy": False, "problems": [f"database: {exc}"]}))
         else:
@@ -65,8 +70,15 @@ def status(state: State, as_json: bool) -> None:
 
 
 @click.group()
+@config_option
 def db() -> None:
-    """Database upkeep: backup, maintain."""
+    """Database upkeep: backup, maintain.
+
+    \b
+    Examples:
+      newsmon db backup /var/backups/newsmon.db
+      newsmon db maintain --vacuum
+    """
 
 
 @db.command()
@@ -79,10 +91,17 @@ def backup(state: State, dest: Path, force: bool) -> None:
 
     Safe while the daemon runs. The copy is written beside DEST, checked with
     PRAGMA integrity_check, then renamed into place.
+
+    \b
+    Examples:
+      newsmon db backup /var/backups/newsmon.db
+      newsmon db backup --force /var/backups/newsmon-$(date +%a).db
+
+    Exit codes: 0 copied, 1 not copied (DEST exists without --force, no
+    database, or the copy failed), 2 config error.
     """
     if dest.exists() and not force:
-        click.echo(f"error: {dest} exists (use --force to replace it)", err=True)
-        sys.exit(EXIT_FAILED)
+        fail(f"{dest} exists (use --force to replace it)", EXIT_FAILED)
     store = _open_readonly(state)
     partial = dest.with_name(f".{dest.name}.partial")
     try:
@@ -98,8 +117,7 @@ def backup(state: State, dest: Path, force: bool) -> None:
         os.replace(partial, dest)
     except (StoreError, OSError) as exc:
         partial.unlink(missing_ok=True)
-        click.echo(f"error: backup failed: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        fail(f"backup to {dest} failed: {exc}", EXIT_FAILED)
     finally:
         store.close()
     click.echo(f"backed up {store.path} to {dest} ({dest.stat().st_size} bytes)")
@@ -114,10 +132,19 @@ def maintain(state: State, vacuum: bool) -> None:
 
     The daemon does this every service.maintenance_interval by itself. VACUUM
     holds the write lock while it runs; a running daemon waits for it.
+
+    \b
+    Examples:
+      newsmon db maintain
+      newsmon db maintain --vacuum
+
+    Exit codes: 0 done, 1 the database could not be used, 2 config error.
     """
     from monitor.retention import maintain as run_maintenance
 
     config = state.config()
+    if not config.database_path().exists():
+        fail(f"no database at {config.database_path()} (has newsmon run yet?)", EXIT_FAILED)
     try:
         store = Store(config.database_path())
         try:
@@ -125,8 +152,7 @@ def maintain(state: State, vacuum: bool) -> None:
         finally:
             store.close()
     except StoreError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        fail(str(exc), EXIT_FAILED)
     click.echo(report.summary())
 
 

@@ -20,17 +20,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
+from monitor.cli_common import CONFIG_HELP, Progress, fail, is_terminal
 from monitor.models import Article
 from monitor.yamlfile import ConfigErrors
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 _RULES_HELP = "Rule file or folder (repeatable). Default: the config's rules: list."
-_CONFIG_HELP = "Config file. Default: $NEWSMON_CONFIG, then config/newsmon.yaml."
 
 
 def register(cli: click.Group) -> None:
@@ -43,9 +43,8 @@ def register(cli: click.Group) -> None:
 # --- shared helpers -----------------------------------------------------------------
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    fail(message, code)
 
 
 def _config_path(ctx: click.Context, explicit: str | None) -> str | None:
@@ -93,7 +92,7 @@ def _rules_options(func: Any) -> Any:
     func = click.option("--spacy-model", default=None,
                         help="Trained spaCy pipeline to use if installed (adds NER).")(func)
     func = click.option("--config", "-c", "config", type=click.Path(dir_okay=False),
-                        default=None, help=_CONFIG_HELP)(func)
+                        default=None, help=CONFIG_HELP)(func)
     return click.option("--rules", "-r", "rules", multiple=True, type=click.Path(exists=True),
                         help=_RULES_HELP)(func)
 
@@ -158,28 +157,6 @@ def _read_jsonl(path: Path) -> Iterator[_Line]:
 def _count_lines(path: Path) -> int:
     with path.open("rb") as fh:
         return sum(1 for line in fh if line.strip())
-
-
-class _Progress:
-    """A rich progress bar on a terminal; nothing when stderr is piped."""
-
-    def __init__(self, total: int, label: str) -> None:
-        self._bar: Any = None
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self._bar = Progress(console=Console(stderr=True), transient=True)
-            self._bar.start()
-            self._task = self._bar.add_task(label, total=total)
-
-    def advance(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 # --- test-rule ---------------------------------------------------------------------
@@ -256,7 +233,14 @@ def test_rule(ctx: click.Context, topic: str | None, url: str | None, file_: Pat
     many times, how many points), the best evidence sentences with the terms
     marked **like this**, and why a topic did not fire.
 
-    Exit codes: 0 a topic fired, 1 none fired, 2 usage or config error.
+    \b
+    Examples:
+      newsmon test-rule --text "Kremlin rejects peace talks"
+      newsmon test-rule --file article.html --topic ceasefire
+      newsmon test-rule --url https://example.org/story --rules config/rules/
+
+    Exit codes: 0 a topic fired, 1 none fired (or the page could not be
+    fetched), 2 usage or config error.
     """
     given = [x for x in (url, file_, text) if x]
     if len(given) != 1:
@@ -288,8 +272,10 @@ def test_rule(ctx: click.Context, topic: str | None, url: str | None, file_: Pat
 @click.option("--input", "-i", "input_", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON lines: id, title, text (summary, tags, language, date optional).")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="JSON lines written: id, topics (fired), scores (every topic).")
+@click.option("--output", "-o", required=True,
+              type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="JSON lines written: id, topics (fired), scores (every topic);"
+                   " - for standard output.")
 @_rules_options
 @click.pass_context
 def classify(ctx: click.Context, input_: Path, output: Path, rules: tuple[str, ...],
@@ -297,32 +283,51 @@ def classify(ctx: click.Context, input_: Path, output: Path, rules: tuple[str, .
     """Classify every article of a JSON-lines file.
 
     Each output line is {"id": ..., "topics": [fired topic ids], "scores":
-    {topic: score}}. A bad input line is reported with its line number and
-    skipped; the other lines are still classified and written.
+    {topic: score}}. A bad input line is reported (FILE:LINE: why) and
+    skipped; the other lines are still classified and written. A progress
+    bar runs on stderr when it is a terminal; the summary goes to stderr.
+
+    \b
+    Examples:
+      newsmon classify --input articles.jsonl --output results.jsonl
+      newsmon classify -i articles.jsonl -o - | jq -c 'select(.topics != [])'
+      newsmon classify -i articles.jsonl -o out.jsonl --rules config/rules/
 
     Exit codes: 0 all lines classified, 1 some lines were bad, 2 usage or
-    config error.
+    config error (missing input, bad rules, unwritable output).
     """
+    to_stdout = str(output) == "-"
+    if not to_stdout and output.resolve() == input_.resolve():
+        _fail(f"{output}: the output would overwrite the input")
     clf = _load_classifier(ctx, rules, config, spacy_model)
-    progress = _Progress(_count_lines(input_), "classifying")
     bad = done = 0
-    try:
-        with output.open("w", encoding="utf-8") as out:
-            for line in _read_jsonl(input_):
-                progress.advance()
-                result, error = _classify_line(clf, line)
-                if error:
-                    bad += 1
-                    click.echo(f"error: {input_}:{line.number}: {error}", err=True)
-                    continue
-                out.write(json.dumps(result, ensure_ascii=False) + "\n")
-                done += 1
-    except OSError as exc:
-        _fail(f"{output}: {exc.strerror}")
-    finally:
-        progress.close()
-    click.echo(f"{done} articles classified, {bad} bad lines → {output}", err=True)
+    with Progress(_count_lines(input_), "classifying") as progress:
+        try:
+            with (_stdout_sink() if to_stdout else output.open("w", encoding="utf-8")) as out:
+                for line in _read_jsonl(input_):
+                    result, error = _classify_line(clf, line)
+                    progress.advance()
+                    if error:
+                        bad += 1
+                        progress.echo(f"error: {input_}:{line.number}: {error}")
+                        continue
+                    out.write(json.dumps(result, ensure_ascii=False) + "\n")
+                    done += 1
+        except OSError as exc:
+            _fail(f"{output}: {exc.strerror or exc}")
+    click.echo(f"{done} articles classified, {bad} bad lines → "
+               f"{'standard output' if to_stdout else output}", err=True)
     sys.exit(EXIT_FAILED if bad else EXIT_OK)
+
+
+class _stdout_sink:
+    """Standard output as a context manager that is flushed, not closed."""
+
+    def __enter__(self) -> Any:
+        return sys.stdout
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout.flush()
 
 
 def _classify_line(clf: Any, line: _Line) -> tuple[dict[str, Any] | None, str | None]:
@@ -416,7 +421,7 @@ def evaluate(clf: Any, lines: Iterator[_Line], on_line: Any = None) -> tuple[
 
 
 def _print_table(scores: dict[str, TopicScore]) -> None:
-    if sys.stdout.isatty():
+    if is_terminal(sys.stdout):
         from rich.console import Console
         from rich.table import Table
 
@@ -453,17 +458,21 @@ def eval_command(ctx: click.Context, input_: Path, as_json: bool, fail_under: fl
 
     Per topic: precision, recall, F1, TP/FP/FN/TN and the ids of false
     positives and false negatives. Topics without labels in the file are
-    counted as nothing.
+    counted as nothing. A table on a terminal, aligned plain text when piped,
+    or --json; a progress bar runs on stderr when it is a terminal.
+
+    \b
+    Examples:
+      newsmon eval --input ../shared/eval/dev.jsonl
+      newsmon eval -i labelled.jsonl --json | jq '.topics[] | {topic, f1}'
+      newsmon eval -i labelled.jsonl --fail-under 0.8     # gate a rule change in CI
 
     Exit codes: 0 evaluated every line; 1 evaluated, but some lines were bad
     or an F1 is under --fail-under; 2 usage or config error.
     """
     clf = _load_classifier(ctx, rules, config, spacy_model)
-    progress = _Progress(_count_lines(input_), "evaluating")
-    try:
+    with Progress(_count_lines(input_), "evaluating") as progress:
         scores, bad = evaluate(clf, _read_jsonl(input_), progress.advance)
-    finally:
-        progress.close()
     for number, error in bad:
         click.echo(f"error: {input_}:{number}: {error}", err=True)
     if as_json:
