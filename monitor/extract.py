@@ -106,17 +106,11 @@ def build_article(source: ArticleInput) -> tuple[Article, str | None]:
     elif page is not None and len(page.text) < min(MIN_BODY_CHARS, len(item.summary) + 1):
         page_error = f"page text too short ({len(page.text)} characters)"
         page = None
-    if page is not None:
-        article = Article(
-            title=item.title or page.title or "", summary=item.summary, body=page.text,
-            text_source="page", url=item.link, feed_url=source.feed_url,
-            feed_tags=source.feed_tags, language=page.language, published=item.published,
-            author=page.author or (item.authors[0] if item.authors else None),
-        )
-    else:
-        article = Article(
-            title=item.title, summary=item.summary, body="", text_source="summary",
-            url=item.link, feed_url=source.feed_url, feed_tags=source.feed_tags,
-            published=item.published, author=item.authors[0] if item.authors else None,
-        )
+    article = Article(
+        title=item.title or (page.title if page else None) or "", summary=item.summary,
+        body=page.text if page else "", text_source="page" if page else "summary",
+        url=item.link, feed_url=source.feed_url, feed_tags=source.feed_tags,
+        language=page.language if page else None, published=item.published,
+        author=item.authors[0] if item.authors else None,
+    )
     return article, page_error

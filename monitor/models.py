@@ -111,14 +111,12 @@ TextSource = Literal["page", "summary"]
 
 @dataclass(frozen=True, slots=True)
 class ExtractedPage:
-    """What trafilatura found on an article page."""
+    """What was found on an article page: trafilatura's main text, and the
+    title and language from the page head (the feed gives date and authors)."""
 
     text: str
     title: str | None = None
-    author: str | None = None
-    date: str | None = None
     language: str | None = None
-    sitename: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
