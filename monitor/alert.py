@@ -51,7 +51,7 @@ from monitor.config import ChannelConfig, DeliverySettings
 from monitor.httpdates import retry_after_seconds
 from monitor.logs import pin_leaky_loggers
 from monitor.models import PendingAlert
-from monitor.render import Format, Message, Renderer, TemplateProblem, clean
+from monitor.render import Format, Message, Renderer, TemplateProblem
 from monitor.routing import LOG_CHANNEL, admin_channels
 from monitor.schedule import HELD_QUIET, HELD_THROTTLE, Due, plan_channel, throttle_limit
 from monitor.store import Store
@@ -68,14 +68,10 @@ class ChannelError(Exception):
     """A channel URL apprise cannot use. The message never holds the URL."""
 
 
-def mask_url(url: str) -> str:
+def mask_channel_url(url: str) -> str:
     """``slack://T0/B0/secret`` → ``slack://****`` (scheme only): safe to show."""
     scheme = url.split("://", 1)[0] if "://" in url else "?"
     return f"{scheme}://****"
-
-
-def plain(text: str | None) -> str:
-    return clean(text)
 
 
 class _Collector(logging.Filter):
@@ -258,7 +254,7 @@ class Deliverer:
         if not added:
             hints = "; ".join(dict.fromkeys(mask_tokens(m, channel.url) for m in said))
             raise ChannelError(
-                f"channel {channel.name}: apprise cannot use the URL {mask_url(channel.url)}"
+                f"channel {channel.name}: apprise cannot use the URL {mask_channel_url(channel.url)}"
                 " (check the scheme and the tokens)" + (f": {hints}" if hints else ""))
         service = notifier[0]
         fmt, body_format = _format_for(channel, service)
@@ -321,19 +317,6 @@ class Deliverer:
                               wait, last.status)
         return SendResult(False, f"HTTP {last.status}" + (f", Retry-After {wait:g}s" if wait else ""),
                           wait, last.status)
-
-    def render(self, alert: PendingAlert) -> Message:
-        """The message one alert becomes on its channel."""
-        target = self.targets.get(alert.channel) or self.targets[LOG_CHANNEL]
-        return target.renderer.alert(alert)
-
-    def send(self, alert: PendingAlert) -> bool:
-        """Render and send one alert now, outside the outbox rules (tests, ``alerts test``)."""
-        target = self.targets.get(alert.channel)
-        if target is None:
-            log.warning("alert %s: channel %s is not configured", alert.alert_key, alert.channel)
-            return False
-        return self.send_message(target, target.renderer.alert(alert)).ok
 
     def _pace(self, channel: ChannelConfig, deadline: float) -> bool:
         """Wait out the channel's rate limit; False when that would pass the run's budget."""

@@ -209,6 +209,7 @@ class AnalysedArticle:
 
 
 def normalise_text(text: str) -> str:
+    """The text as analysed: CRLF and no-break spaces folded, glued words split."""
     text = text.replace("\r\n", "\n").replace("\u00a0", " ")
     text = _GLUED_TIME.sub(" ", text)
     return _GLUED_SENTENCE.sub(" ", text)
@@ -234,11 +235,12 @@ class Analyser:
     def __init__(self, model: str | None = None) -> None:
         self.model_requested = model
         self.model_name: str | None = None
-        self.nlp = self._trained(model) if model else None
-        if self.nlp is None:
+        trained = self._trained(model) if model else None
+        if trained is None:
             self.nlp = spacy.blank("en")
             self.nlp.add_pipe("newsmon_sentencizer", name="sentencizer")
         else:
+            self.nlp = trained
             self.nlp.add_pipe("newsmon_sentencizer", name="sentencizer", first=True)
         self.nlp.add_pipe("newsmon_newlines", after="sentencizer")
         # Last, so a trained NER still sees spaCy's own norms as features.
@@ -281,14 +283,15 @@ class Analyser:
             parts = [("title", title), ("body", body)]
         parts = [(n, normalise_text(t[:MAX_FIELD_CHARS])) for n, t in parts if t and t.strip()]
         docs = self.nlp.pipe([t for _, t in parts])
-        fields = []
+        fields: list[FieldText] = []
         for (name, text), doc in zip(parts, docs, strict=True):
             starts = _sentence_starts(doc)
             # Sentence texts sliced from the string by character offsets: Span.text
             # would rebuild each one token by token. Whitespace is normalised away.
             idx = doc.to_array(IDX).tolist() if len(doc) else [0]
             bounds = [idx[s] for s in starts] + [len(text)]
-            repeated, seen = set(), set()
+            repeated: set[int] = set()
+            seen: set[str] = set()
             for i in range(len(starts)):
                 key = " ".join(text[bounds[i]:bounds[i + 1]].lower().split())
                 if len(key) > 20 and key in seen:

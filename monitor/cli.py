@@ -174,7 +174,7 @@ def check(state: State) -> None:
     Exit codes: 0 every check passed, 2 a problem was found (each is one
     "error:" line on stderr).
     """
-    from monitor.alert import ChannelError, Deliverer, mask_url
+    from monitor.alert import ChannelError, Deliverer, mask_channel_url
     from monitor.match import Classifier
     from monitor.rules import load_rules
 
@@ -187,7 +187,7 @@ def check(state: State) -> None:
         Deliverer(config.channels, config.delivery)
         for channel in config.channels:
             topics = ", ".join(channel.topics) if channel.topics else "all topics"
-            click.echo(f"  channel {channel.name}: {mask_url(channel.url)} ({topics})")
+            click.echo(f"  channel {channel.name}: {mask_channel_url(channel.url)} ({topics})")
         if not config.channels:
             click.echo("  channels: none (alerts are stored and written to the log)")
     except ChannelError as exc:

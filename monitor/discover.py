@@ -11,7 +11,7 @@ same egress policy as polling).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
@@ -110,7 +110,7 @@ async def discover(url: str, fetcher: Fetcher, *, allow_private: bool = False,
         except FetchError:
             return None
         feed = _as_feed(answer, candidate)
-        return FoundFeed(feed.url, feed.title, feed.kind, "guess") if feed else None
+        return replace(feed, source="guess") if feed else None
 
     probed = await asyncio.gather(*(probe(c) for c in candidates))
     return [f for f in probed if f is not None]

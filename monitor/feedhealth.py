@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from monitor.config import FetchSettings
+from monitor.polling import DAY
 from monitor.store import iso, parse_iso
 
-DAY = 86_400.0
 OK, FAILING, QUIET = "ok", "failing", "quiet"
 
 

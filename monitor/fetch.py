@@ -81,16 +81,14 @@ def mask_url(url: str | URL) -> str:
         u = url if isinstance(url, URL) else URL(url)
     except (ValueError, TypeError):
         return "<invalid URL>"
-    if u.raw_user is not None or u.raw_password is not None:
-        u = u.with_user(None).with_password(None)
-        masked_userinfo = True
-    else:
-        masked_userinfo = False
+    had_userinfo = u.raw_user is not None or u.raw_password is not None
+    if had_userinfo:
+        u = u.with_user(None)  # drops the password too
     if u.raw_query_string:
         query = [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in u.query.items()]
         u = u.with_query(query)
     text = str(u)
-    if masked_userinfo and "://" in text:
+    if had_userinfo and "://" in text:
         scheme, rest = text.split("://", 1)
         text = f"{scheme}://***@{rest}"
     return _one_line(text)
@@ -308,27 +306,26 @@ class _BodyDecoder:
 
     layers: list[_Layer]
     max_bytes: int
-    parts: list[bytes] = field(default_factory=list)
-    size: int = 0
-    layer_sizes: list[int] = field(default_factory=list)
+    parts: list[bytes] = field(default_factory=list, init=False)
+    size: int = field(default=0, init=False)
+    # Output so far of each intermediate layer (the last one's is ``size``).
+    layer_sizes: list[int] = field(init=False)
+    inner_cap: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.layer_sizes = [0] * len(self.layers)
-
-    @property
-    def _inner_cap(self) -> int:
-        return 4 * self.max_bytes + 1024 * 1024
+        self.inner_cap = 4 * self.max_bytes + 1024 * 1024
 
     def _through(self, index: int, pieces: Iterator[bytes]) -> None:
-        final = index == len(self.layers) - 1
+        if index == len(self.layers) - 1:
+            for piece in pieces:
+                self._keep(piece)
+            return
         for piece in pieces:
             self.layer_sizes[index] += len(piece)
-            if not final and self.layer_sizes[index] > self._inner_cap:
+            if self.layer_sizes[index] > self.inner_cap:
                 raise _Overflow
-            if final:
-                self._keep(piece)
-            else:
-                self._through(index + 1, self.layers[index + 1].feed(piece))
+            self._through(index + 1, self.layers[index + 1].feed(piece))
 
     def _keep(self, piece: bytes) -> None:
         self.size += len(piece)
@@ -417,10 +414,12 @@ class Fetcher:
         self._max_redirects = max_redirects
         self._concurrency = concurrency
         self._policy = policy or EgressPolicy()
+        self._private_policy = self._policy.with_private()
         self._resolver = resolver
         self._ssl: ssl.SSLContext | bool = ssl_context or True
         self._sessions: dict[_SessionKey, aiohttp.ClientSession] = {}
-        self._global: asyncio.Semaphore | None = None
+        # Bound to the loop on first use, not here: building the Fetcher needs no loop.
+        self._global = asyncio.Semaphore(concurrency)
         self._hosts = _HostSlots(per_host)
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -470,7 +469,7 @@ class Fetcher:
         return session
 
     def _policy_for(self, allow_private: bool) -> EgressPolicy:
-        return self._policy.with_private() if allow_private else self._policy
+        return self._private_policy if allow_private else self._policy
 
     # -- the one public operation
 
@@ -509,8 +508,6 @@ class Fetcher:
         _check_scheme(start_url, what="URL")
         request_headers = self._request_headers(kind, etag, last_modified, headers, cookies)
         cap = self._max_bytes if max_bytes is None else max_bytes
-        if self._global is None:
-            self._global = asyncio.Semaphore(self._concurrency)
         # Waiting for a free slot is queueing, not the server's slowness: the
         # deadline starts once the request may go out.
         async with self._global:
@@ -686,7 +683,7 @@ class Fetcher:
                 f"HTTP {resp.status} {_one_line(resp.reason or '', 80)} from {mask_url(url)}",
                 kind="http_status",
                 status=resp.status,
-                retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                retry_after=parse_retry_after(headers.get("retry-after")),
             )
         if kind == "page" and not _page_type_acceptable(media_type):
             raise FetchError(f"not a web page ({media_type}) at {mask_url(url)}", kind="bad_content_type")

@@ -98,12 +98,13 @@ def evaluate(store: Store, config: Config, *, now: datetime | None = None) -> He
     cycle = store.last_cycle()
     report.last_cycle = cycle
     finished = parse_iso(cycle["finished_at"]) if cycle else None
-    if finished is not None:
-        report.last_cycle_age_seconds = round((now - finished).total_seconds(), 1)
+    age = (now - finished).total_seconds() if finished is not None else None
+    if age is not None:
+        report.last_cycle_age_seconds = round(age, 1)
     if report.stale_after_seconds is not None:
-        if finished is None:
+        if age is None:
             report.problems.append("no poll cycle has finished yet")
-        elif (now - finished).total_seconds() > report.stale_after_seconds:
+        elif age > report.stale_after_seconds:
             report.problems.append(
                 f"stale: the last cycle finished {report.last_cycle_age_seconds:.0f}s ago"
                 f" (limit {report.stale_after_seconds:.0f}s, 3x the shortest interval)")

@@ -133,8 +133,7 @@ class HttpEndpoint:
         server = site._server  # the bound socket tells the real port when port is 0
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
-        log.info("http: /healthz and /metrics on http://%s:%s",
-                                         host, self.port)
+        log.info("http: /healthz and /metrics on http://%s:%s", host, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

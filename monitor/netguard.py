@@ -101,6 +101,11 @@ def _in_any(ip: IPAddress, nets: Sequence[IPNetwork]) -> bool:
     return any(ip in net for net in nets)
 
 
+def _address(text: str) -> IPAddress:
+    """An address as a resolver reports it, zone id (``%eth0``) dropped; ValueError if none."""
+    return ipaddress.ip_address(text.split("%", 1)[0])
+
+
 def _unscoped(ip: IPAddress) -> IPAddress:
     """Drop an IPv6 zone id (``fe80::1%eth0``) so network membership works."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
@@ -129,7 +134,7 @@ def numeric_host(host: str) -> IPAddress | None:
         return None
     for _family, _type, _proto, _canon, sockaddr in infos:
         try:
-            return ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+            return _address(str(sockaddr[0]))
         except ValueError:
             continue
     return None
@@ -283,7 +288,7 @@ class GuardedResolver(AbstractResolver):
         first_refusal: FetchError | None = None
         for answer in answers:
             try:
-                ip = ipaddress.ip_address(str(answer["host"]).split("%", 1)[0])
+                ip = _address(str(answer["host"]))
                 self._policy.check(ip, int(answer["port"]), host=host)
             except ValueError:
                 first_refusal = first_refusal or FetchError(

@@ -8,6 +8,7 @@ file or fetch a URL by itself.
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import hashlib
 import json
 import pyexpat
@@ -43,6 +44,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u206
 # (a feed declaring Latin-1 but written by a Windows tool). Mapped back, or dropped.
 _C1 = re.compile(r"[\x80-\x9f]")
 _SPACE = re.compile(r"[ \t\r\f\v]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+# Last resort when lxml cannot build a tree: drop anything tag-shaped.
+_TAG = re.compile(r"<[^>]*>")
 
 # libexpat 2.4.0 added the amplification limits that stop a one-line billion
 # laughs (hostile-inputs case 19); feedparser's own DOCTYPE stripping misses it.
@@ -88,7 +92,7 @@ def clean_text(value: str, limit: int) -> str:
     value = _C1.sub(_c1_to_cp1252, value)
     value = _SPACE.sub(" ", value)
     value = "\n".join(line.strip() for line in value.splitlines()).strip()
-    value = re.sub(r"\n{3,}", "\n\n", value)
+    value = _BLANK_LINES.sub("\n\n", value)
     return value[:limit]
 
 
@@ -101,7 +105,7 @@ def html_to_text(fragment: str, limit: int = MAX_SUMMARY) -> str:
     try:
         root = lxml_html.fragment_fromstring(fragment[: limit * 4], create_parent="div")
     except (ValueError, TypeError, lxml_html.etree.ParserError):
-        return clean_text(re.sub(r"<[^>]*>", " ", fragment), limit)
+        return clean_text(_TAG.sub(" ", fragment), limit)
     for br in root.iter("br"):
         br.tail = "\n" + (br.tail or "")
     for block in root.iter("p", "div", "li", "h1", "h2", "h3", "h4", "blockquote"):
@@ -110,7 +114,7 @@ def html_to_text(fragment: str, limit: int = MAX_SUMMARY) -> str:
     if not text:
         # libxml2 gives up on absurd nesting (50,000 <div>s) and returns nothing:
         # fall back to dropping the tags, so the words are not lost.
-        text = clean_text(re.sub(r"<[^>]*>", " ", fragment[: limit * 4]), limit)
+        text = clean_text(_TAG.sub(" ", fragment[: limit * 4]), limit)
     return text
 
 
@@ -126,19 +130,19 @@ def canonical_url(url: str | None) -> str | None:
         parts = urlsplit(url.strip())
     except ValueError:
         return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
         return None
     query = [
         (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
         if k.lower() not in TRACKING_PARAMS and not k.lower().startswith(_TRACKING_PREFIXES)
     ]
     netloc = parts.netloc.lower()
-    if netloc.endswith(":80") and parts.scheme.lower() == "http":
-        netloc = netloc[:-3]
-    if netloc.endswith(":443") and parts.scheme.lower() == "https":
-        netloc = netloc[:-4]
+    default_port = ":80" if scheme == "http" else ":443"
+    if netloc.endswith(default_port):
+        netloc = netloc[: -len(default_port)]
     path = parts.path or "/"
-    return urlunsplit((parts.scheme.lower(), netloc, path, urlencode(query), ""))
+    return urlunsplit((scheme, netloc, path, urlencode(query), ""))
 
 
 def _http_link(link: str | None, base: str) -> str | None:
@@ -272,6 +276,16 @@ def looks_like_feed(content: bytes, content_type: str = "") -> bool:
     return bool(_FEED_ROOT.search(head))
 
 
+def _json_str(value: Any) -> str | None:
+    """A JSON Feed field that must be a string; any other JSON type counts as absent."""
+    return value if isinstance(value, str) else None
+
+
+def _json_list(value: Any) -> list[Any]:
+    """A JSON Feed field that must be an array; any other JSON type counts as empty."""
+    return value if isinstance(value, list) else []
+
+
 def parse_json_feed(content: bytes, url: str) -> ParsedFeed:
     """JSON Feed 1.0/1.1 (https://jsonfeed.org/version/1.1), which feedparser does not read."""
     try:
@@ -281,11 +295,13 @@ def parse_json_feed(content: bytes, url: str) -> ParsedFeed:
     if not isinstance(data, dict) or "jsonfeed.org/version/" not in str(data.get("version", "")):
         raise FeedParseError(f"{url}: not a feed (JSON without a jsonfeed.org version)")
     items = []
-    for raw in data.get("items") or []:
+    for raw in _json_list(data.get("items")):
         if not isinstance(raw, dict):
             continue
-        text = raw.get("content_text") or html_to_text(raw.get("content_html") or "")
-        summary = clean_text(str(raw.get("summary") or text or ""), MAX_SUMMARY)
+        summary = clean_text(str(
+            raw.get("summary") or raw.get("content_text")
+            or html_to_text(_json_str(raw.get("content_html")) or "")
+        ), MAX_SUMMARY)
         published = None
         for key in ("date_published", "date_modified"):
             if raw.get(key):
@@ -298,19 +314,19 @@ def parse_json_feed(content: bytes, url: str) -> ParsedFeed:
                     continue
         authors = tuple(
             clean_text(str(a.get("name", "")), 200)
-            for a in (raw.get("authors") or ([raw["author"]] if raw.get("author") else []))
+            for a in (_json_list(raw.get("authors")) or [raw.get("author")])
             if isinstance(a, dict) and a.get("name")
         )
         items.append(_make_item(
             guid=str(raw["id"]) if raw.get("id") is not None else None,
-            link=_http_link(raw.get("url"), url),
+            link=_http_link(_json_str(raw.get("url")), url),
             title=one_line(clean_text(str(raw.get("title") or ""), MAX_TITLE)), summary=summary,
             published=published, authors=authors,
-            tags=tuple(clean_text(str(t), 100) for t in raw.get("tags") or [] if t),
+            tags=tuple(clean_text(str(t), 100) for t in _json_list(raw.get("tags")) if t),
         ))
     version = "json11" if "1.1" in str(data.get("version")) else "json1"
     return ParsedFeed(title=clean_text(str(data.get("title") or ""), MAX_TITLE), version=version,
-                      items=tuple(items), link=_http_link(data.get("home_page_url"), url))
+                      items=tuple(items), link=_http_link(_json_str(data.get("home_page_url")), url))
 
 
 def _guard_prolog(content: bytes, url: str) -> None:
@@ -322,11 +338,8 @@ def _guard_prolog(content: bytes, url: str) -> None:
     head = content[:65536]
     if b"\x00" in head[:512]:
         head = head.replace(b"\x00", b"")
-    root = None
-    for m in _ROOT_START.finditer(head):
-        root = m.start()
-        break
-    prolog = head if root is None else head[:root]
+    root = _ROOT_START.search(head)
+    prolog = head if root is None else head[: root.start()]
     if _PROLOG_ENTITY.search(prolog):
         raise FeedParseError(
             f"{url}: not a feed (refused: the document declares XML entities, which feeds"
@@ -432,7 +445,6 @@ def parse_feed(
         warnings = []
         if result.get("bozo"):
             warnings.append(str(result.get("bozo_exception", "malformed feed"))[:300])
-        ttl = None
         try:
             ttl = int(feed.get("ttl")) if feed.get("ttl") else None
         except (TypeError, ValueError):
@@ -445,6 +457,5 @@ def parse_feed(
         )
     if max_items is not None and len(parsed.items) > max_items:
         newest = _newest(list(parsed.items), max_items, now or datetime.now(UTC))
-        parsed = ParsedFeed(parsed.title, parsed.version, tuple(newest),
-                            parsed.ttl_minutes, parsed.link, parsed.warnings)
+        parsed = dataclasses.replace(parsed, items=tuple(newest))
     return parsed

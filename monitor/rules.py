@@ -31,7 +31,6 @@ from monitor.yamlfile import (
     to_plain,
 )
 
-FIELDS: tuple[str, ...] = ("title", "summary", "lede", "body")
 FieldName = Literal["title", "summary", "lede", "body"]
 Severity = Literal["low", "normal", "high", "critical"]
 DEFAULT_FIELD_WEIGHTS: dict[str, float] = {"title": 3.0, "summary": 2.0, "lede": 2.0, "body": 1.0}
@@ -151,10 +150,6 @@ class RuleSet:
             if t.id == topic_id:
                 return t
         raise KeyError(topic_id)
-
-    @property
-    def needs_entities(self) -> bool:
-        return any(leaf.kind == "entity" for leaf in self.leaves)
 
 
 # --- schema (pydantic) ----------------------------------------------------------------
@@ -362,6 +357,14 @@ class _Compiler:
     def _fields(self, model: _Common) -> frozenset[str] | None:
         return frozenset(model.fields) if model.fields else None
 
+    def _leaf_node(
+        self, spec: LeafSpec, label: str, model: _Common, doc: YamlDocument, loc: Loc
+    ) -> Node:
+        return Node(
+            kind="leaf", label=label, leaf=self.leaf(spec), weight=model.weight,
+            fields=self._fields(model), min_count=model.min_count, source=self.where(doc, loc),
+        )
+
     def term(self, model: TermModel, doc: YamlDocument, loc: Loc) -> Node | None:
         text = " ".join(model.term.split())
         words = text.split(" ")
@@ -374,10 +377,7 @@ class _Compiler:
             kind="term", text=text if model.case else text.lower(),
             lemma=model.lemma and not model.case, case=model.case,
         )
-        return Node(
-            kind="leaf", label=text, leaf=self.leaf(spec), weight=model.weight,
-            fields=self._fields(model), min_count=model.min_count, source=self.where(doc, loc),
-        )
+        return self._leaf_node(spec, text, model, doc, loc)
 
     def regex(self, model: RegexModel, doc: YamlDocument, loc: Loc) -> Node | None:
         message = regex_problem(model.regex, case=model.case)
@@ -385,10 +385,7 @@ class _Compiler:
             self.error(doc, (*loc, "regex"), message)
             return None
         spec = LeafSpec(kind="regex", text=model.regex, case=model.case, lemma=False)
-        return Node(
-            kind="leaf", label=f"/{model.regex}/", leaf=self.leaf(spec), weight=model.weight,
-            fields=self._fields(model), min_count=model.min_count, source=self.where(doc, loc),
-        )
+        return self._leaf_node(spec, f"/{model.regex}/", model, doc, loc)
 
     def entity(self, model: EntityModel, doc: YamlDocument, loc: Loc) -> Node | None:
         kind = model.entity.strip()
@@ -403,10 +400,7 @@ class _Compiler:
         names = frozenset(" ".join(n.lower().split()) for n in model.text or ())
         spec = LeafSpec(kind="entity", labels=labels, names=names, lemma=False)
         label = f"{kind}:{'|'.join(sorted(names))}" if names else kind
-        return Node(
-            kind="leaf", label=label, leaf=self.leaf(spec), weight=model.weight,
-            fields=self._fields(model), min_count=model.min_count, source=self.where(doc, loc),
-        )
+        return self._leaf_node(spec, label, model, doc, loc)
 
     def children(self, items: list[Any], doc: YamlDocument, loc: Loc) -> tuple[Node, ...] | None:
         out: list[Node] = []
@@ -628,10 +622,8 @@ def _examples(
     out = []
     for j, ex in enumerate(items):
         line, _ = locate(doc.data, (*loc, j))
-        if isinstance(ex, str):
-            out.append(Example(text=ex, title="", line=line))
-        else:
-            out.append(Example(text=ex.text, title=ex.title, line=line))
+        text, title = (ex, "") if isinstance(ex, str) else (ex.text, ex.title)
+        out.append(Example(text=text, title=title, line=line))
     return tuple(out)
 
 

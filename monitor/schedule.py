@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from monitor.config import SEVERITY_RANK, ChannelConfig, DeliverySettings
@@ -46,12 +46,12 @@ class DigestSchedule:
         """The first digest time strictly after ``moment`` (None: immediate)."""
         if self.kind == "immediate":
             return None
-        local = moment.astimezone(tz)
         if self.kind == "hourly":
             # Hours are counted in UTC: a DST change must not make one 2 h long.
             utc = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
             return utc + timedelta(hours=1)
         assert self.at is not None
+        local = moment.astimezone(tz)
         candidate = _local(local.date(), self.at, tz)
         if candidate <= moment:
             candidate = _local(local.date() + timedelta(days=1), self.at, tz)
@@ -89,14 +89,13 @@ class QuietHours:
         return None
 
 
-def _local(day: object, at: time, tz: ZoneInfo) -> datetime:
+def _local(day: date, at: time, tz: ZoneInfo) -> datetime:
     """``day`` at clock time ``at`` in ``tz``, as an aware UTC datetime.
 
     A clock time that does not exist (skipped by a DST change) resolves to
     the hour after, one that exists twice to the first: fold=0 does both.
     """
-    local = datetime.combine(day, at, tzinfo=tz)  # type: ignore[arg-type]
-    return local.astimezone(UTC).astimezone(tz).astimezone(UTC)
+    return datetime.combine(day, at, tzinfo=tz).astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,9 +115,8 @@ class ProgressMonitor:
     stall_timeout: float
     idle_limit: float | None
     clock: Callable[[], float] = time.monotonic
-    started: float = field(default=0.0)
+    started: float = 0.0  # set to the clock's time in __post_init__
     last_finished: float | None = None
-    polls_finished: int = 0
     _inflight: dict[int, tuple[str, float]] = field(default_factory=dict)
     _next_token: int = 0
 
@@ -133,7 +132,6 @@ class ProgressMonitor:
     def poll_finished(self, token: int) -> None:
         self._inflight.pop(token, None)
         self.last_finished = self.clock()
-        self.polls_finished += 1
 
     def reset_idle(self) -> None:
         """After a reload: the new schedule gets a fresh allowance."""
