@@ -24,11 +24,12 @@ from monitor.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
     State,
-    cell,
     config_option,
     fail,
     is_terminal,
     pass_state,
+    print_table,
+    print_tsv,
 )
 
 COLUMNS = ("id", "alert_key", "channel", "topic", "severity", "status", "held", "attempts",
@@ -94,30 +95,20 @@ def alerts(ctx: click.Context, limit: int, status: str | None, channel: str | No
     elif is_terminal(sys.stdout):
         _print_table(rows)
     else:
-        click.echo("\t".join(COLUMNS))
-        for row in rows:
-            click.echo("\t".join(cell(row.get(c)) for c in COLUMNS))
+        print_tsv(COLUMNS, ([row.get(c) for c in COLUMNS] for row in rows))
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(show_lines=False, header_style="bold")
     shown = ("id", "alert_key", "channel", "topic", "status", "attempts", "created_at",
              "last_error", "title")
-    for column in shown:
-        table.add_column(column, overflow="fold", max_width=40 if column == "title" else None)
     colours = {"sent": "green", "pending": "yellow", "dead": "red"}
+    cells = []
     for row in rows:
-        cells = [cell(row.get(c)) for c in shown]
-        status = row.get("status") or ""
-        if row.get("held") and status == "pending":
-            cells[shown.index("status")] = f"held ({row['held']})"
-        # Text, not markup: a title from a feed may hold "[/]" or "[bold]".
-        table.add_row(*(Text(c) for c in cells), style=colours.get(status))
-    Console().print(table)
+        values = [row.get(c) for c in shown]
+        if row.get("held") and row.get("status") == "pending":
+            values[shown.index("status")] = f"held ({row['held']})"
+        cells.append(values)
+    print_table(shown, cells, styles=[colours.get(row.get("status") or "") for row in rows])
     if not rows:
         click.echo("no alerts yet")
 

@@ -21,12 +21,11 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from monitor.cli_common import (
-    EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
     Progress,
@@ -36,6 +35,8 @@ from monitor.cli_common import (
     fail,
     is_terminal,
     pass_state,
+    print_table,
+    print_tsv,
 )
 from monitor.config import Config
 from monitor.discover import FoundFeed, discover
@@ -55,14 +56,6 @@ COLUMNS = ("name", "url", "health", "last_success", "failures", "last_error_kind
 def register(cli: click.Group) -> None:
     """Add ``newsmon feeds`` and its subcommands to the main group."""
     cli.add_command(feeds)
-
-
-_is_terminal = is_terminal
-_cell = cell
-
-
-def _fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
-    fail(message, code)
 
 
 # --- newsmon feeds -----------------------------------------------------------------------
@@ -98,12 +91,10 @@ def feeds(ctx: click.Context, as_json: bool) -> None:
     table = feed_rows(config)
     if as_json:
         click.echo(json.dumps(table, indent=2, ensure_ascii=False))
-    elif _is_terminal(sys.stdout):
+    elif is_terminal(sys.stdout):
         _print_rich(table)
     else:
-        click.echo("\t".join(COLUMNS))
-        for row in table:
-            click.echo("\t".join(_cell(row[c]) for c in COLUMNS))
+        print_tsv(COLUMNS, ([row[c] for c in COLUMNS] for row in table))
     sys.exit(EXIT_FAILED if any(r["health"] == "failing" for r in table) else EXIT_OK)
 
 
@@ -119,7 +110,7 @@ def feed_rows(config: Config) -> list[dict[str, Any]]:
             finally:
                 store.close()
         except (StoreError, sqlite3.Error) as exc:
-            _fail(f"database {path}: {exc}", EXIT_FAILED)
+            fail(f"database {path}: {exc}", EXIT_FAILED)
     rows = []
     for feed in config.feeds:
         row = stored.get(feed.url, {})
@@ -143,29 +134,22 @@ def feed_rows(config: Config) -> list[dict[str, Any]]:
 
 
 def _print_rich(rows: Sequence[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
     styles = {"ok": "green", "failing": "bold red", "quiet": "yellow", "new": "cyan",
               "disabled": "dim"}
-    table = Table(title=f"{len(rows)} feeds", show_lines=False)
-    for column in ("feed", "health", "last success", "fails", "error", "next poll",
-                   "interval", "items/day"):
-        table.add_column(column, overflow="fold")
+    cells = []
     for row in rows:
         error = row["last_error_kind"] or ""
         if row["alerts_held_since"]:
             error = (error + " churn: alerts held").strip()
         interval = f"{row['interval_s']}s ({row['reason']})" if row["interval_s"] else ""
-        # Text, not markup: a feed's name or a server's error may hold "[/]".
-        cells = [Text(row["name"] or row["url"]),
-                 Text(row["health"], style=styles.get(row["health"], "")),
-                 Text(_cell(row["last_success"])), Text(str(row["failures"])), Text(error),
-                 Text(_cell(row["next_poll"])), Text(interval),
-                 Text(_cell(row["items_per_day"]))]
-        table.add_row(*cells)
-    Console().print(table)
+        cells.append([row["name"] or row["url"],
+                      Text(row["health"], style=styles.get(row["health"], "")),
+                      row["last_success"], row["failures"], error, row["next_poll"], interval,
+                      row["items_per_day"]])
+    print_table(("feed", "health", "last success", "fails", "error", "next poll", "interval",
+                 "items/day"), cells, title=f"{len(rows)} feeds")
 
 
 # --- import ------------------------------------------------------------------------------
@@ -182,7 +166,7 @@ async def _load_source(source: str, config: Config, allow_private: bool) -> list
         try:
             data = path.read_bytes()
         except OSError as exc:
-            _fail(f"cannot read {source}: {exc.strerror}")
+            fail(f"cannot read {source}: {exc.strerror}")
         return parse_opml(data).feeds
     async with _fetcher(config) as fetcher:
         result = await fetcher.fetch(source, kind="feed", allow_private=allow_private)
@@ -246,16 +230,16 @@ def import_command(state: State, source: str, tags: tuple[str, ...], check: bool
     """
     config = state.config()
     if config.source is None:
-        _fail("no config file to append to")
+        fail("no config file to append to")
     assert config.source is not None
     try:
         wanted = asyncio.run(_load_source(source, config, allow_private))
     except OpmlError as exc:
-        _fail(f"{source}: {exc}")
+        fail(f"{source}: {exc}")
     except FetchError as exc:
-        _fail(f"{source}: {exc.kind}: {exc}", EXIT_FAILED)
+        fail(f"{source}: {exc.kind}: {exc}", EXIT_FAILED)
     if not wanted:
-        _fail(f"{source}: no feeds found", EXIT_FAILED)
+        fail(f"{source}: no feeds found", EXIT_FAILED)
     rejected: list[str] = []
     if check:
         wanted = _run_checks(config, wanted, allow_private, rejected)
@@ -264,7 +248,7 @@ def import_command(state: State, source: str, tags: tuple[str, ...], check: bool
     except ConfigErrors as exc:
         for error in exc.errors:
             click.echo(f"error: {error}", err=True)
-        _fail("the config would not be valid after the import; nothing was written")
+        fail("the config would not be valid after the import; nothing was written")
     verb = "would add" if dry_run else "added"
     for url in result.added:
         click.echo(f"{verb}\t{url}")
@@ -285,7 +269,7 @@ def _run_checks(config: Config, wanted: list[OpmlFeed], allow_private: bool,
         def report(feed: OpmlFeed, error: str | None) -> None:
             if error:
                 rejected.append(feed.url)
-                progress.echo(f"rejected\t{feed.url}\t{_cell(error)}")
+                progress.echo(f"rejected\t{feed.url}\t{cell(error)}")
             elif not progress.active:
                 progress.echo(f"ok\t{feed.url}")
             progress.advance()
@@ -317,7 +301,7 @@ def export_command(state: State, output: str | None) -> None:
         try:
             Path(output).write_bytes(data)
         except OSError as exc:
-            _fail(f"cannot write {output}: {exc.strerror}")
+            fail(f"cannot write {output}: {exc.strerror}")
         click.echo(f"{len(config.feeds)} feeds written to {output}", err=True)
     else:
         click.echo(data.decode("utf-8"), nl=False)
@@ -353,9 +337,9 @@ def discover_command(state: State, url: str, as_json: bool, add: bool, guess: bo
     """
     config = state.config()
     if not url.lower().startswith(("http://", "https://")):
-        _fail(f"{url}: not an http(s) URL")
+        fail(f"{url}: not an http(s) URL")
     if add and config.source is None:
-        _fail("--add needs a config file to append to (give --config)")
+        fail("--add needs a config file to append to (give --config)")
 
     async def find() -> list[FoundFeed]:
         async with _fetcher(config) as fetcher:
@@ -364,27 +348,26 @@ def discover_command(state: State, url: str, as_json: bool, add: bool, guess: bo
     try:
         found = asyncio.run(find())
     except FetchError as exc:
-        _fail(f"{url}: {exc.kind}: {exc}", EXIT_FAILED)
+        fail(f"{url}: {exc.kind}: {exc}", EXIT_FAILED)
     if as_json:
         click.echo(json.dumps([{"url": f.url, "title": f.title, "kind": f.kind,
                                 "source": f.source} for f in found], indent=2,
                               ensure_ascii=False))
     elif is_terminal(sys.stdout) and found:
-        from monitor.cli_common import print_table
 
         print_table(("url", "kind", "title"), [(f.url, f.kind, f.title) for f in found],
                     title=f"{len(found)} feeds at {url}")
     else:
         for f in found:
-            click.echo(f"{f.url}\t{f.kind}\t{_cell(f.title)}")
+            click.echo(f"{f.url}\t{f.kind}\t{cell(f.title)}")
     if not found:
-        _fail(f"{url}: no feed found", EXIT_FAILED)
+        fail(f"{url}: no feed found", EXIT_FAILED)
     if add and config.source is not None:
         try:
             result = append_feeds(config.source, [OpmlFeed(f.url, f.title) for f in found])
         except ConfigErrors as exc:
             for error in exc.errors:
                 click.echo(f"error: {error}", err=True)
-            _fail("the config would not be valid; nothing was written")
+            fail("the config would not be valid; nothing was written")
         click.echo(f"{len(result.added)} added, {len(result.already)} already configured",
                    err=True)

@@ -816,12 +816,6 @@ class Store:
                 " last_error_kind, last_error, failing_since FROM feeds WHERE enabled = 1"
                 " ORDER BY id"))
 
-    def dead_alerts(self, limit: int = 20) -> list[dict[str, Any]]:
-        with _errors("reading the outbox"):
-            return list(self.db.query(
-                "SELECT id, alert_key, channel, topic, attempts, last_error, created_at FROM"
-                " alerts WHERE status = 'dead' ORDER BY id DESC LIMIT ?", (limit,)))
-
     def retry_dead(self) -> int:
         """Put dead-lettered alerts back in the outbox, due now, attempts reset."""
         with _errors("re-queueing dead alerts"), self._write():

@@ -139,7 +139,7 @@ def test_feeds_table_on_a_terminal(tmp_path: Path, monkeypatch: object) -> None:
     import monitor.cli_feeds as cli_feeds
 
     config = write_config(tmp_path, ["http://127.0.0.1:1/feed"])
-    monkeypatch.setattr(cli_feeds, "_is_terminal", lambda stream: True)  # type: ignore[attr-defined]
+    monkeypatch.setattr(cli_feeds, "is_terminal", lambda stream: True)  # type: ignore[attr-defined]
     result = invoke("--config", str(config), "feeds")
     assert result.exit_code == 0
     assert "1 feeds" in result.output and "health" in result.output and "\t" not in result.output
