@@ -26,7 +26,7 @@ check: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check monitor tests bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

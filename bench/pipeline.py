@@ -83,7 +83,7 @@ def serve(port_queue: multiprocessing.Queue, pages: list[bytes]) -> None:
 def extract_only(pages: list[bytes]) -> dict[str, float]:
     import trafilatura
 
-    from monitor.extract import EXTRACT_OPTIONS
+    from monitor.analysis.extract import EXTRACT_OPTIONS
 
     rates = {}
     for label, options in (("defaults", {}), ("newsmon's options", EXTRACT_OPTIONS)):
@@ -96,8 +96,8 @@ def extract_only(pages: list[bytes]) -> dict[str, float]:
 
 async def run_pipeline(port: int, workers: int, rounds: int, db_dir: Path) -> dict[str, float]:
     from monitor.config import Config, FeedConfig, FetchSettings
-    from monitor.pipeline import ArticleProcessor, Pipeline
-    from monitor.store import Store
+    from monitor.runtime.pipeline import ArticleProcessor, Pipeline
+    from monitor.storage.store import Store
 
     config = Config(
         database=db_dir / "bench.db",

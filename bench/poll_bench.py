@@ -109,8 +109,8 @@ def _cpu() -> float:
 def run_newsmon(urls: Sequence[str], concurrency: int | None, repeat: int) -> dict[str, Any]:
     from monitor.config import AnalysisSettings, Config, FeedConfig, FetchSettings
     from monitor.models import Article, ArticleInput, ProcessedArticle
-    from monitor.pipeline import ArticleProcessor, Pipeline
-    from monitor.store import Store
+    from monitor.runtime.pipeline import ArticleProcessor, Pipeline
+    from monitor.storage.store import Store
 
     class SummaryOnly(ArticleProcessor):
         """Warm-up only: store each new item's summary, no extraction or matching."""

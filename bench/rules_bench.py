@@ -30,10 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monitor.analyse import Analyser  # noqa: E402
-from monitor.match import Classifier  # noqa: E402
+from monitor.analysis.analyser import Analyser  # noqa: E402
 from monitor.models import Article  # noqa: E402
-from monitor.rules import load_rules  # noqa: E402
+from monitor.rules.classifier import Classifier  # noqa: E402
+from monitor.rules.ruleset import load_rules  # noqa: E402
 
 DEV = REPO.parent / "shared" / "eval" / "dev.jsonl"
 SIZES = (10, 100, 1_000, 10_000)

@@ -177,7 +177,7 @@ class FetchSettings(StrictModel):
     # (e.g. ["127.0.0.0/8"] for a local test or an intranet). Applies to all requests.
     allow_networks: tuple[str, ...] = ()
     allowed_ports: tuple[int, ...] | None = None
-    # Polling policy (monitor/polling.py, docs/feeds.md).
+    # Polling policy (monitor/ingest/cadence.py, docs/feeds.md).
     adaptive: StrictBool = True  # interval from each feed's rate of new items
     backoff_base: Duration = 120.0  # first retry after an error; doubles per failure
     backoff_max: Duration = 6 * 3600.0  # errors never wait longer (the feed is never dropped)

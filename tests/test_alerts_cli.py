@@ -6,8 +6,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from monitor.cli import cli
-from monitor.store import Store
+from monitor.cli.app import cli
+from monitor.storage.store import Store
 from tests.conftest import REPO
 from tests.servers import Site
 from tests.test_delivery_support import add_alert, row

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from monitor.analyse import Analyser, normalise_text
+from monitor.analysis.analyser import Analyser, normalise_text
 from tests.test_rules_support import article
 
 
@@ -60,7 +60,7 @@ def test_analysis_is_fast_enough() -> None:
 
 
 def test_huge_body_is_capped() -> None:
-    from monitor.analyse import MAX_FIELD_CHARS
+    from monitor.analysis.analyser import MAX_FIELD_CHARS
 
     ft = Analyser().analyse_fields("", "", "word " * (MAX_FIELD_CHARS // 2)).field("body")
     assert ft is not None and len(ft.text) <= MAX_FIELD_CHARS

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from monitor.cli import EXIT_CONFIG, cli
+from monitor.cli.app import EXIT_CONFIG, cli
 from tests.conftest import REPO
 
 RULES = REPO / "config" / "rules"

@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from monitor import cli_rules
+from monitor.cli import rules as cli_rules
 from tests.test_rules_support import PACK, SEED, write_rules
 
 RULES = """
@@ -167,7 +167,7 @@ def test_missing_config_is_exit_2(tmp_path: Path, group: click.Group) -> None:
 
 
 def test_main_group_runs_the_seed_pack_on_the_seed() -> None:
-    from monitor.cli import cli
+    from monitor.cli.app import cli
 
     res = CliRunner().invoke(cli, ["test-rule", "--file", str(SEED), "--rules", str(PACK)])
     assert res.exit_code == 0, res.output

@@ -20,9 +20,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from monitor import cli_alerts
-from monitor.cli import cli
-from monitor.store import Store
+from monitor.cli import alerts as cli_alerts
+from monitor.cli.app import cli
+from monitor.storage.store import Store
 from tests.conftest import REPO
 from tests.servers import Site, rss
 from tests.test_delivery_support import add_alert
@@ -388,7 +388,7 @@ def test_import_check_shows_a_bar_on_a_terminal_and_lines_when_piped(
     assert piped.stdout == f"would add\t{site.url('/a.xml')}\n"
 
     # A terminal on stderr (rich told so; the command's own check patched).
-    import monitor.cli_common as common
+    import monitor.cli.common as common
 
     monkeypatch.setattr(common, "is_terminal", lambda stream: stream is sys.stderr)
     shown = invoke("feeds", "import", str(opml), "--check", "--dry-run",

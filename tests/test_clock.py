@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from monitor.clock import ClockGuard
+from monitor.runtime.clock import ClockGuard
 
 
 class FakeClocks:

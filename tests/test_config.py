@@ -215,7 +215,7 @@ def test_health_staleness_allows_for_large_per_feed_floors() -> None:
     """A feed whose own floor is 2 h ticks every 2 h: a cycle can take that long,
     so status must not call the daemon stale after 3 x its 10 min interval."""
     from monitor.config import FeedConfig
-    from monitor.health import stale_after
+    from monitor.runtime.status import stale_after
 
     slow = Config(feeds=(FeedConfig(url="https://a.example/rss", min_interval=7200.0),))
     assert stale_after(slow) == 3 * 7200.0

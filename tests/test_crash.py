@@ -9,7 +9,7 @@ must have been received. Duplicates are allowed (at-least-once) and counted.
 
 Start-up (imports: about 2 s of CPU) would dominate 50 restarts, so the killed
 daemons are forked from a "zygote" process that has imported ``monitor.cli``
-once: each child runs the real entry point (``monitor.cli.main`` with
+once: each child runs the real entry point (``monitor.cli`` with
 ``--config ... run``) in its own process, is SIGKILLed, and is reaped by the
 zygote. The final drain is a plain ``python -m monitor run``. Two independent
 loops (each its own database and receiver) run side by side.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.store import Store, StoreError
+from monitor.storage.store import Store, StoreError
 from tests.conftest import REPO
 from tests.servers import Site
 from tests.test_delivery_support import add_alert

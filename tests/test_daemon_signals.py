@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from monitor.config import load_config
-from monitor.daemon import Daemon, job_interval
-from monitor.service import Notifier
+from monitor.runtime.daemon import Daemon, job_interval
+from monitor.runtime.systemd import Notifier
 from tests.hostile_server import HostileServer
 from tests.servers import Site, rss
 from tests.test_service_support import DaemonProcess, NotifySocket, wait_for, write_config

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from monitor.config import load_config
-from monitor.daemon import Daemon
-from monitor.service import Notifier
+from monitor.runtime.daemon import Daemon
+from monitor.runtime.systemd import Notifier
 from tests.servers import Site, rss
 from tests.test_service_support import write_config
 

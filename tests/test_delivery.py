@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from apprise.plugins.slack import NotifySlack
 
-from monitor.alert import Deliverer
-from monitor.httpdates import retry_after_seconds as parse_retry_after
-from monitor.store import Store
+from monitor.delivery.deliverer import Deliverer
+from monitor.ingest.httpdates import retry_after_seconds as parse_retry_after
+from monitor.storage.store import Store
 from tests.servers import Mailbox, Site
 from tests.test_delivery_support import add_alert, channel, row, settings
 
@@ -235,7 +235,7 @@ def test_alerts_for_a_removed_channel_fail_and_die(store: Store) -> None:
 def test_log_channel_writes_each_alert_to_the_log(
         store: Store, caplog: pytest.LogCaptureFixture) -> None:
     add_alert(store, "log")
-    with caplog.at_level("INFO", logger="monitor.alert"):
+    with caplog.at_level("INFO", logger="monitor.delivery.deliverer"):
         assert Deliverer([], settings()).deliver_due(store).sent == 1
     assert re.search(r"ALERT a\d+-ceasefire-log \[ceasefire\] Story", caplog.text)
 

@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from monitor.alert import Deliverer
-from monitor.schedule import DigestSchedule, QuietHours
-from monitor.store import Store
+from monitor.delivery.deliverer import Deliverer
+from monitor.delivery.pacing import DigestSchedule, QuietHours
+from monitor.storage.store import Store
 from tests.servers import Site
 from tests.test_delivery_support import add_alert, channel, row, settings
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from monitor.store import Store
+from monitor.storage.store import Store
 from tests.conftest import REPO
 from tests.servers import Site
 from tests.test_delivery_support import add_alert

@@ -12,7 +12,7 @@ import time_machine
 
 from monitor.config import ChannelConfig, DeliverySettings
 from monitor.models import Article, EvidenceSentence, FeedItem, ProcessedArticle, TopicMatch
-from monitor.store import Store
+from monitor.storage.store import Store
 
 _counter = itertools.count(1)
 

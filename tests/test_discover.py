@@ -1,4 +1,4 @@
-"""Feed autodiscovery (monitor/discover.py), ``newsmon feeds discover`` and ``newsmon feeds``."""
+"""Feed autodiscovery (monitor/ingest/discover.py), ``newsmon feeds discover`` and ``newsmon feeds``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from monitor.cli import cli
+from monitor.cli.app import cli
 from monitor.config import FetchSettings
-from monitor.discover import discover, feed_links
-from monitor.fetch import Fetcher
-from monitor.netguard import EgressPolicy
+from monitor.ingest.discover import discover, feed_links
+from monitor.ingest.fetch import Fetcher
+from monitor.ingest.netguard import EgressPolicy
 from tests.hostile_server import Canary
 from tests.servers import Site, rss
 
@@ -136,7 +136,7 @@ def test_feeds_lists_health_as_tsv_and_json_and_exits_1_when_failing(
 
 
 def test_feeds_table_on_a_terminal(tmp_path: Path, monkeypatch: object) -> None:
-    import monitor.cli_feeds as cli_feeds
+    import monitor.cli.feeds as cli_feeds
 
     config = write_config(tmp_path, ["http://127.0.0.1:1/feed"])
     monkeypatch.setattr(cli_feeds, "is_terminal", lambda stream: True)  # type: ignore[attr-defined]

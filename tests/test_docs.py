@@ -6,7 +6,7 @@ import re
 
 from pydantic import BaseModel
 
-from monitor.cli import cli
+from monitor.cli.app import cli
 from monitor.config import ChannelConfig, Config, FeedConfig
 from tests.conftest import REPO
 

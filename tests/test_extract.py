@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from monitor.extract import (
+from monitor.analysis.extract import (
     MAX_HTML_BYTES,
     MAX_TAGS,
     bounded,
@@ -126,7 +126,7 @@ def test_huge_page_is_capped_before_extraction() -> None:
     code = (
         "import resource, time\n"
         "resource.setrlimit(resource.RLIMIT_AS, (1_500_000_000, 1_500_000_000))\n"
-        "from monitor.extract import extract_page\n"
+        "from monitor.analysis.extract import extract_page\n"
         "html = b'<html><body><article>' + b'<p>word word word word</p>' * 2_000_000 + b'</article>'\n"
         "started = time.monotonic()\n"
         "page = extract_page(html)\n"

@@ -133,7 +133,7 @@ def test_every_fixture_feed_yields_its_items_or_a_clear_error(
 
 def test_formats_are_recognised(tmp_path: Path, feed_site: Any) -> None:
     site, _ = feed_site
-    from monitor.parse import parse_feed
+    from monitor.ingest.parse import parse_feed
 
     folder, _ = fixtures()
     for name, version in VERSIONS.items():

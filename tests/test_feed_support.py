@@ -21,8 +21,8 @@ from monitor.config import (
     FetchSettings,
 )
 from monitor.models import Article, ArticleInput, ProcessedArticle
-from monitor.pipeline import ArticleProcessor, Pipeline
-from monitor.store import Store
+from monitor.runtime.pipeline import ArticleProcessor, Pipeline
+from monitor.storage.store import Store
 from tests.conftest import REPO
 
 T = TypeVar("T")
@@ -71,8 +71,8 @@ def build(config: Config, *, real_matching: bool = False, **fetcher_kw: Any) -> 
     processor = ArticleProcessor(config, workers=0) if real_matching else FastProcessor(config)
     fetcher = Pipeline.make_fetcher(config)
     if fetcher_kw:
-        from monitor.fetch import Fetcher
-        from monitor.netguard import EgressPolicy
+        from monitor.ingest.fetch import Fetcher
+        from monitor.ingest.netguard import EgressPolicy
 
         fetcher = Fetcher(user_agent=config.fetch.user_agent, timeout=config.fetch.timeout,
                           policy=EgressPolicy(allowed_networks=config.fetch.allow_networks),

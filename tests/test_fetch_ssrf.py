@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from monitor.fetch import Fetcher
+from monitor.ingest.fetch import Fetcher
+from monitor.ingest.netguard import EgressPolicy, GuardedResolver, numeric_host
 from monitor.models import FetchError, FetchResult
-from monitor.netguard import EgressPolicy, GuardedResolver, numeric_host
 from tests.hostile_server import RSS, Canary, HostileServer, StaticResolver
 
 pytestmark = pytest.mark.timeout(30)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from monitor.fetch import (
+from monitor.ingest.fetch import (
     Fetcher,
     _BodyDecoder,
     _layers_for,
@@ -31,8 +31,8 @@ from monitor.fetch import (
     parse_retry_after,
     redirect_target,
 )
+from monitor.ingest.netguard import EgressPolicy
 from monitor.models import FetchError, FetchResult
-from monitor.netguard import EgressPolicy
 from tests.hostile_server import RSS, HostileServer, StaticResolver, big_body, encode_body
 
 REPO = Path(__file__).resolve().parent.parent
@@ -261,9 +261,9 @@ _MEMORY_SCRIPT = textwrap.dedent(
     limit = int(sys.argv[2]) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     sys.path.insert(0, sys.argv[3])
-    from monitor.fetch import Fetcher
+    from monitor.ingest.fetch import Fetcher
     from monitor.models import FetchError
-    from monitor.netguard import EgressPolicy
+    from monitor.ingest.netguard import EgressPolicy
 
     async def main():
         port = int(sys.argv[1])

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from monitor.config import load_config
-from monitor.daemon import Daemon
-from monitor.health import evaluate
-from monitor.metrics import Metrics
-from monitor.service import Notifier
-from monitor.store import Store, iso, utcnow
+from monitor.runtime.daemon import Daemon
+from monitor.runtime.metrics import Metrics
+from monitor.runtime.status import evaluate
+from monitor.runtime.systemd import Notifier
+from monitor.storage.store import Store, iso, utcnow
 from tests.conftest import SEED
 from tests.servers import Site, article_html, rss
 from tests.test_service_support import newsmon, wait_for, write_config

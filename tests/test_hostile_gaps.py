@@ -30,8 +30,7 @@ import time_machine
 from apprise.plugins.slack import NotifySlack
 from click.testing import CliRunner
 
-from monitor.alert import ChannelError, Deliverer
-from monitor.cli import EXIT_CONFIG, cli
+from monitor.cli.app import EXIT_CONFIG, cli
 from monitor.config import (
     AnalysisSettings,
     ChannelConfig,
@@ -41,13 +40,14 @@ from monitor.config import (
     ServiceSettings,
     load_config,
 )
-from monitor.daemon import Daemon, Runtime
+from monitor.delivery.deliverer import ChannelError, Deliverer
+from monitor.ingest.netguard import EgressPolicy
 from monitor.logs import setup_logging
-from monitor.netguard import EgressPolicy
-from monitor.pipeline import PollOutcome
-from monitor.retention import maintain
-from monitor.service import Notifier
-from monitor.store import Store, parse_iso
+from monitor.runtime.daemon import Daemon, Runtime
+from monitor.runtime.pipeline import PollOutcome
+from monitor.runtime.retention import maintain
+from monitor.runtime.systemd import Notifier
+from monitor.storage.store import Store, parse_iso
 from monitor.yamlfile import ConfigErrors
 from tests.hostile_server import RSS, Canary, HostileServer, StaticResolver
 from tests.servers import Site, rss
@@ -303,7 +303,7 @@ def test_b13_internal_item_links_are_refused_and_the_item_is_matched_on_feed_tex
         feed = FeedConfig(url=site.url("/feed"), allow_private=True)
         config = make_config(tmp_path, [feed], allow_networks=(), fetch_articles=True)
         pipeline = build(config, real_matching=True)
-        with caplog.at_level(logging.INFO, logger="monitor.pipeline"):
+        with caplog.at_level(logging.INFO, logger="monitor.runtime.pipeline"):
             outcome = run(pipeline, pipeline.poll(feed, force=True))
         time.sleep(0.2)
         assert canary.hits == []

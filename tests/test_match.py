@@ -243,9 +243,9 @@ def test_gazetteer_entities_without_a_trained_pipeline(tmp_path: Path) -> None:
 
 def test_trained_pipeline_entities_when_installed(tmp_path: Path) -> None:
     pytest.importorskip("en_core_web_sm", reason="en_core_web_sm is not installed here")
-    from monitor.analyse import Analyser
-    from monitor.match import Classifier
-    from monitor.rules import load_rules
+    from monitor.analysis.analyser import Analyser
+    from monitor.rules.classifier import Classifier
+    from monitor.rules.ruleset import load_rules
     from tests.test_rules_support import write_rules
 
     rules = load_rules([write_rules(tmp_path, one_topic("[{entity: person}]"))])
@@ -256,7 +256,7 @@ def test_trained_pipeline_entities_when_installed(tmp_path: Path) -> None:
 
 
 def test_missing_trained_pipeline_falls_back_to_blank() -> None:
-    from monitor.analyse import Analyser
+    from monitor.analysis.analyser import Analyser
 
     analyser = Analyser("no_such_pipeline_xyz")
     assert analyser.describe() == "blank en + lookup lemmatizer"

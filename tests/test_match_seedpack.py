@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.cli_rules import _read_jsonl, evaluate
-from monitor.match import Classifier
+from monitor.cli.rules import _read_jsonl, evaluate
+from monitor.rules.classifier import Classifier
 from tests.test_rules_support import DEV, PACK, SEED, article
 
 # Dev figures when this floor was set (docs/rules.md has the table): the floor sits a

@@ -19,9 +19,9 @@ from spacy.attrs import LEMMA, NORM, ORTH, SENT_START
 from spacy.matcher import Matcher
 from spacy.tokens import Doc
 
-from monitor.analyse import Analyser, normalise_text
-from monitor.match import _WILD_CHARS, _WILD_MARK, Classifier
-from monitor.rules import load_rules
+from monitor.analysis.analyser import Analyser, normalise_text
+from monitor.rules.classifier import _WILD_CHARS, _WILD_MARK, Classifier
+from monitor.rules.ruleset import load_rules
 from tests.test_rules_support import article
 
 PIECES = ["Talks", "talks", "U.S.", "10:45", "negotiators", "cease-fire", "İran", "ſudan", "київ",

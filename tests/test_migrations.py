@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor import store as store_module
-from monitor.store import SCHEMA_VERSION, Store, StoreError, connect
+from monitor.storage import store as store_module
+from monitor.storage.store import SCHEMA_VERSION, Store, StoreError, connect
 
 V1_DUMP = Path(__file__).parent / "data" / "schema_v1.sql"
 

@@ -1,4 +1,4 @@
-"""OPML import/export (monitor/opml.py) and ``newsmon feeds import/export``."""
+"""OPML import/export (monitor/ingest/opml.py) and ``newsmon feeds import/export``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from monitor.cli import cli
+from monitor.cli.app import cli
 from monitor.config import FeedConfig, load_config
-from monitor.opml import OpmlError, export_opml, parse_opml
+from monitor.ingest.opml import OpmlError, export_opml, parse_opml
 from tests.servers import Site, rss
 
 OPML = b"""<?xml version="1.0" encoding="UTF-8"?>
@@ -131,8 +131,8 @@ def test_an_import_that_would_break_the_config_writes_nothing(tmp_path: Path) ->
     path.write_text("feeds:\n  - url: https://a.example/f\n    interval: 10m\nrules: []\n"
                     "fetch:\n  max_interval: 1m\n  min_interval: 1m\n", encoding="utf-8")
     before = path.read_text(encoding="utf-8")
-    from monitor import opml as opml_module
-    from monitor.opml import OpmlFeed
+    from monitor.ingest import opml as opml_module
+    from monitor.ingest.opml import OpmlFeed
     from monitor.yamlfile import ConfigErrors
 
     with pytest.raises(ConfigErrors):

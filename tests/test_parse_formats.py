@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.parse import FeedParseError, parse_feed, trim_items
+from monitor.ingest.parse import FeedParseError, parse_feed, trim_items
 from tests.servers import Site
 from tests.test_feed_support import build, make_config, rows, run
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from monitor import parse
 from monitor.config import FeedConfig
-from monitor.parse import MAX_SUMMARY, MAX_TITLE, FeedParseError, check_expat, parse_feed
+from monitor.ingest import parse
+from monitor.ingest.parse import MAX_SUMMARY, MAX_TITLE, FeedParseError, check_expat, parse_feed
 from tests.conftest import REPO
 from tests.hostile_server import Canary
 from tests.servers import Site, rss
@@ -109,7 +109,7 @@ def test_expat_version_is_checked_at_start_up(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(parse.pyexpat, "version_info", (2, 2, 10))
     with pytest.raises(RuntimeError, match=r"2\.4\.0 or newer"):
         check_expat()
-    from monitor.pipeline import Pipeline
+    from monitor.runtime.pipeline import Pipeline
     with pytest.raises(RuntimeError):
         Pipeline(make_config(Path("/nonexistent"), []), None, None, None)  # type: ignore[arg-type]
 

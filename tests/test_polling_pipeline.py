@@ -14,8 +14,8 @@ import pytest
 import time_machine
 
 from monitor.config import FeedConfig
-from monitor.pipeline import Pipeline
-from monitor.store import iso, parse_iso
+from monitor.runtime.pipeline import Pipeline
+from monitor.storage.store import iso, parse_iso
 from tests.hostile_server import HostileServer, StaticResolver
 from tests.servers import Site, free_port, rss
 from tests.test_feed_support import (

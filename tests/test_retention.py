@@ -8,8 +8,8 @@ from pathlib import Path
 
 from monitor.config import ServiceSettings
 from monitor.models import Article, EvidenceSentence, FeedItem, ProcessedArticle, TermHit, TopicMatch
-from monitor.retention import maintain
-from monitor.store import Store, iso, utcnow
+from monitor.runtime.retention import maintain
+from monitor.storage.store import Store, iso, utcnow
 
 
 def _record(store: Store, feed_id: int, n: int) -> int:

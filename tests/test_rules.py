@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.rules import load_rules
+from monitor.rules.ruleset import load_rules
 from monitor.yamlfile import ConfigErrors
 from tests.test_rules_support import write_rules
 

@@ -6,10 +6,10 @@ import textwrap
 from datetime import datetime
 from pathlib import Path
 
-from monitor.analyse import Analyser
-from monitor.match import Classifier
+from monitor.analysis.analyser import Analyser
 from monitor.models import Article
-from monitor.rules import load_rules
+from monitor.rules.classifier import Classifier
+from monitor.rules.ruleset import load_rules
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.service import TEST_WEDGE_ENV, Notifier, ProgressMonitor
+from monitor.runtime.systemd import TEST_WEDGE_ENV, Notifier, ProgressMonitor
 from tests.servers import Site, rss
 from tests.test_service_support import DaemonProcess, NotifySocket, wait_for, write_config
 

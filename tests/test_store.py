@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from monitor.ingest.parse import canonical_url, content_hash
 from monitor.models import Article, EvidenceSentence, FeedItem, ProcessedArticle, TopicMatch
-from monitor.parse import canonical_url, content_hash
-from monitor.store import Store
+from monitor.storage.store import Store
 
 
 def make_item(guid: str, link: str | None, title: str = "Truce talks", summary: str = "s") -> FeedItem:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from monitor.delivery.render import Renderer, TemplateProblem, clean, md_escape, slack_escape
 from monitor.models import EvidenceSentence, PendingAlert
-from monitor.render import Renderer, TemplateProblem, clean, md_escape, slack_escape
 
 HOSTILE = "Hi <!here> & <!channel> <@U123ABC> <http://evil.test|click me> [x](http://evil.test)"
 

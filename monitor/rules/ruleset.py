@@ -6,7 +6,7 @@ conditions (``terms``), may demand conditions (``require``) and be blocked by
 others (``exclude``). See docs/rules.md for the user reference.
 
 Loading needs no spaCy: term texts are kept as written and tokenised later by
-``monitor.match`` with the analyser's tokenizer, so ``newsmon`` can validate a
+``monitor.rules.classifier`` with the analyser's tokenizer, so ``newsmon`` can validate a
 rule file quickly and every error still names the file, line and key.
 """
 

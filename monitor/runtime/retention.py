@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from monitor.config import ServiceSettings
-from monitor.store import Store, utcnow
+from monitor.storage.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from urllib.parse import urljoin, urlsplit
 from lxml import etree
 from lxml import html as lxml_html
 
-from monitor.fetch import Fetcher
+from monitor.ingest.fetch import Fetcher
+from monitor.ingest.parse import FeedParseError, looks_like_feed, parse_feed
 from monitor.models import FetchError, FetchResult
-from monitor.parse import FeedParseError, looks_like_feed, parse_feed
 
 FEED_TYPES = {
     "application/rss+xml": "rss",

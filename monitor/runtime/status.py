@@ -23,8 +23,8 @@ from datetime import datetime
 from typing import Any
 
 from monitor.config import Config
-from monitor.polling import tick_interval
-from monitor.store import Store, parse_iso, utcnow
+from monitor.ingest.cadence import tick_interval
+from monitor.storage.store import Store, parse_iso, utcnow
 
 STALE_FACTOR = 3
 

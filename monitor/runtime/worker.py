@@ -13,9 +13,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from monitor.extract import build_article
-from monitor.match import Classifier
+from monitor.analysis.extract import build_article
 from monitor.models import ArticleInput, ProcessedArticle
+from monitor.rules.classifier import Classifier
 
 _classifier: Classifier | None = None  # one per worker process (see module doc)
 

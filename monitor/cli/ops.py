@@ -3,7 +3,7 @@
 ``status`` reads the database only (read-only connection: safe beside a
 running daemon) and exits 0 when healthy, 1 when unhealthy or unreadable, 2
 on a config error, for monitoring scripts. The health rules are in
-``monitor/health.py``.
+``monitor/runtime/status.py``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
-from monitor.cli_common import EXIT_FAILED, EXIT_OK, State, config_option, fail, pass_state
-from monitor.store import Store, StoreError
+from monitor.cli.common import EXIT_FAILED, EXIT_OK, State, config_option, fail, pass_state
+from monitor.storage.store import Store, StoreError
 
 
 def _open_readonly(state: State) -> Store:
@@ -50,7 +50,7 @@ def status(state: State, as_json: bool) -> None:
 
     Exit codes: 0 healthy, 1 unhealthy (or no readable database), 2 config error.
     """
-    from monitor.health import evaluate, render_text
+    from monitor.runtime.status import evaluate, render_text
 
     config = state.config()
     store = _open_readonly(state)
@@ -140,7 +140,7 @@ def maintain(state: State, vacuum: bool) -> None:
 
     Exit codes: 0 done, 1 the database could not be used, 2 config error.
     """
-    from monitor.retention import maintain as run_maintenance
+    from monitor.runtime.retention import maintain as run_maintenance
 
     config = state.config()
     if not config.database_path().exists():

@@ -153,7 +153,7 @@ def _environment(fmt: str) -> SandboxedEnvironment:
 
 
 def _template_source(name: str) -> str:
-    return resources.files("monitor").joinpath("templates", name).read_text(encoding="utf-8")
+    return resources.files("monitor.delivery").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 def _short(text: str, limit: int) -> str:

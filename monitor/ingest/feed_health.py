@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from monitor.config import FetchSettings
-from monitor.polling import DAY
-from monitor.store import iso, parse_iso
+from monitor.ingest.cadence import DAY
+from monitor.storage.store import iso, parse_iso
 
 OK, FAILING, QUIET = "ok", "failing", "quiet"
 

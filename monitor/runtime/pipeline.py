@@ -24,24 +24,10 @@ from datetime import datetime, timedelta
 from multiprocessing import get_context
 from typing import Any
 
+from monitor.analysis.extract import build_article
 from monitor.config import Config, FeedConfig
-from monitor.extract import build_article
-from monitor.feedhealth import evaluate
-from monitor.fetch import Fetcher
-from monitor.match import Classifier
-from monitor.models import (
-    ArticleInput,
-    FeedItem,
-    FetchError,
-    FetchResult,
-    ParsedFeed,
-    ProcessedArticle,
-    StageError,
-    TopicMatch,
-)
-from monitor.netguard import EgressPolicy
-from monitor.parse import check_expat, parse_feed
-from monitor.polling import (
+from monitor.delivery.routing import admin_channels, route
+from monitor.ingest.cadence import (
     HOST_BACKOFF_STATUSES,
     NETWORK_KINDS,
     HostBackoff,
@@ -56,9 +42,23 @@ from monitor.polling import (
     origin_of,
     tick_interval,
 )
-from monitor.routing import admin_channels, route
-from monitor.store import Store, StoreError, dedup_key, iso, parse_iso, utcnow
-from monitor.worker import init_worker, process_article, process_in_worker
+from monitor.ingest.feed_health import evaluate
+from monitor.ingest.fetch import Fetcher
+from monitor.ingest.netguard import EgressPolicy
+from monitor.ingest.parse import check_expat, parse_feed
+from monitor.models import (
+    ArticleInput,
+    FeedItem,
+    FetchError,
+    FetchResult,
+    ParsedFeed,
+    ProcessedArticle,
+    StageError,
+    TopicMatch,
+)
+from monitor.rules.classifier import Classifier
+from monitor.runtime.worker import init_worker, process_article, process_in_worker
+from monitor.storage.store import Store, StoreError, dedup_key, iso, parse_iso, utcnow
 
 # Feed bodies at least this big are parsed in the worker processes (when running).
 PARSE_IN_WORKER_BYTES = 1024 * 1024

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from monitor.cli_common import (
+from monitor.cli.common import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
@@ -39,7 +39,7 @@ STATUSES = ("pending", "sent", "dead")
 
 def _store(state: State) -> Any:
     """The configured database; exit 1 naming it when it is missing or unusable."""
-    from monitor.store import Store, StoreError
+    from monitor.storage.store import Store, StoreError
 
     path = state.config().database_path()
     if not path.exists():
@@ -78,7 +78,7 @@ def alerts(ctx: click.Context, limit: int, status: str | None, channel: str | No
     """
     if ctx.invoked_subcommand is not None:
         return
-    from monitor.store import StoreError
+    from monitor.storage.store import StoreError
 
     state = ctx.find_object(State)
     assert state is not None
@@ -131,7 +131,7 @@ def retry(state: State, ref: str | None, dead: bool) -> None:
     Exit codes: 0 re-queued (or, with --dead, nothing dead), 1 no such alert
     or no database, 2 usage or config error.
     """
-    from monitor.store import StoreError
+    from monitor.storage.store import StoreError
 
     if bool(ref) == dead:
         raise click.UsageError("give an alert id (or key), or --dead")
@@ -166,7 +166,7 @@ def test(state: State, channel: str) -> None:
     Exit codes: 0 sent, 1 the service did not accept it, 2 no such channel
     or config error.
     """
-    from monitor.alert import ChannelError, Deliverer
+    from monitor.delivery.deliverer import ChannelError, Deliverer
 
     config = state.config()
     if channel not in {c.name for c in config.channels}:

@@ -1,7 +1,7 @@
 """When a channel's alerts may go out: digests, quiet hours, throttling.
 
 Pure functions of the channel's settings, the alerts and an explicit ``now``
-(tests pass a controlled clock). The delivery job (``monitor.alert``) asks
+(tests pass a controlled clock). The delivery job (``monitor.delivery.deliverer``) asks
 ``plan_channel`` what to do with a channel's due alerts and carries it out.
 
 The clock-time parts (``daily at 08:00``, ``22:00-07:00``) are read in the

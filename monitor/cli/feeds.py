@@ -25,7 +25,7 @@ from typing import Any
 
 import click
 
-from monitor.cli_common import (
+from monitor.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     Progress,
@@ -39,13 +39,13 @@ from monitor.cli_common import (
     print_tsv,
 )
 from monitor.config import Config
-from monitor.discover import FoundFeed, discover
-from monitor.fetch import Fetcher
+from monitor.ingest.discover import FoundFeed, discover
+from monitor.ingest.fetch import Fetcher
+from monitor.ingest.opml import OpmlError, OpmlFeed, append_feeds, export_opml, looks_like_opml, parse_opml
+from monitor.ingest.parse import FeedParseError, parse_feed
 from monitor.models import FetchError
-from monitor.opml import OpmlError, OpmlFeed, append_feeds, export_opml, looks_like_opml, parse_opml
-from monitor.parse import FeedParseError, parse_feed
-from monitor.pipeline import Pipeline
-from monitor.store import Store, StoreError
+from monitor.runtime.pipeline import Pipeline
+from monitor.storage.store import Store, StoreError
 from monitor.yamlfile import ConfigErrors
 
 COLUMNS = ("name", "url", "health", "last_success", "failures", "last_error_kind",

@@ -48,13 +48,13 @@ import apprise
 import requests
 
 from monitor.config import ChannelConfig, DeliverySettings
-from monitor.httpdates import retry_after_seconds
+from monitor.delivery.pacing import HELD_QUIET, HELD_THROTTLE, Due, plan_channel, throttle_limit
+from monitor.delivery.render import Format, Message, Renderer, TemplateProblem
+from monitor.delivery.routing import LOG_CHANNEL, admin_channels
+from monitor.ingest.httpdates import retry_after_seconds
 from monitor.logs import pin_leaky_loggers
 from monitor.models import PendingAlert
-from monitor.render import Format, Message, Renderer, TemplateProblem
-from monitor.routing import LOG_CHANNEL, admin_channels
-from monitor.schedule import HELD_QUIET, HELD_THROTTLE, Due, plan_channel, throttle_limit
-from monitor.store import Store
+from monitor.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from monitor import cli_alerts, cli_feeds, cli_ops, cli_rules
-from monitor.cli_common import (
+from monitor.cli import alerts as cli_alerts
+from monitor.cli import feeds as cli_feeds
+from monitor.cli import ops as cli_ops
+from monitor.cli import rules as cli_rules
+from monitor.cli.common import (
     CONFIG_HELP,
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -31,7 +34,7 @@ from monitor.cli_common import (
 from monitor.config import Config
 
 if TYPE_CHECKING:
-    from monitor.analyse import Analyser
+    from monitor.analysis.analyser import Analyser
 from monitor.yamlfile import ConfigErrors
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_OK", "cli", "main"]
@@ -84,8 +87,8 @@ def run(state: State) -> None:
     Exit codes: 0 stopped cleanly, 1 could not start (database, HTTP port),
     2 config error.
     """
-    from monitor.alert import ChannelError
-    from monitor.daemon import Daemon
+    from monitor.delivery.deliverer import ChannelError
+    from monitor.runtime.daemon import Daemon
 
     config = state.config()
     try:
@@ -116,9 +119,9 @@ def once(state: State, workers: int | None, as_json: bool) -> None:
     Exit codes: 0 every feed and delivery succeeded, 1 a feed or a delivery
     failed (or the database is unusable), 2 config error.
     """
-    from monitor.alert import ChannelError
-    from monitor.daemon import run_once
-    from monitor.store import StoreError
+    from monitor.delivery.deliverer import ChannelError
+    from monitor.runtime.daemon import run_once
+    from monitor.storage.store import StoreError
 
     config = state.config()
     try:
@@ -174,9 +177,9 @@ def check(state: State) -> None:
     Exit codes: 0 every check passed, 2 a problem was found (each is one
     "error:" line on stderr).
     """
-    from monitor.alert import ChannelError, Deliverer, mask_channel_url
-    from monitor.match import Classifier
-    from monitor.rules import load_rules
+    from monitor.delivery.deliverer import ChannelError, Deliverer, mask_channel_url
+    from monitor.rules.classifier import Classifier
+    from monitor.rules.ruleset import load_rules
 
     config = state.config()
     problems = 0
@@ -214,7 +217,7 @@ def check(state: State) -> None:
 
 
 def _analyser(config: Config) -> Analyser:
-    from monitor.analyse import Analyser
+    from monitor.analysis.analyser import Analyser
 
     return Analyser(config.analysis.spacy_model)
 

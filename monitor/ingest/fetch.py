@@ -8,7 +8,7 @@ What it guarantees, per request (see docs/spec hostile-inputs A and B):
   memory past the cap; unsupported encodings are rejected;
 * redirects followed by hand (at most ``max_redirects``), every hop re-checked:
   http/https only, no https→http downgrade, and the egress policy applied to
-  the resolved address of every hop at connect time (see ``monitor.netguard``);
+  the resolved address of every hop at connect time (see ``monitor.ingest.netguard``);
 * certificate checks always on, never an insecure retry;
 * a truncated body is an error, never a short result;
 * a global and a per-host concurrency limit.
@@ -37,9 +37,9 @@ from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from monitor.httpdates import retry_after_seconds
+from monitor.ingest.httpdates import retry_after_seconds
+from monitor.ingest.netguard import EgressPolicy, GuardedResolver, numeric_host
 from monitor.models import FetchError, FetchResult
-from monitor.netguard import EgressPolicy, GuardedResolver, numeric_host
 
 __all__ = ["DEFAULT_USER_AGENT", "Fetcher", "mask_url", "parse_retry_after"]
 

@@ -4,7 +4,7 @@ The default pipeline is ``spacy.blank("en")`` + sentencizer + a lookup
 lemmatizer (``spacy-lookups-data``): about 5 ms per 1,000 words and no
 download. A trained pipeline named in config (``en_core_web_sm``) is used when
 installed, for its named entities; otherwise entity conditions rely on the rule
-files' gazetteer, added as an ``EntityRuler`` by ``monitor.match``.
+files' gazetteer, added as an ``EntityRuler`` by ``monitor.rules.classifier``.
 
 Every token's ``norm_`` is set to its lower-cased lookup lemma, so one
 ``PhraseMatcher(attr="NORM")`` matches all word forms of all rule terms in one

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 import click
 
-from monitor.cli_common import CONFIG_HELP, Progress, fail, is_terminal
+from monitor.cli.common import CONFIG_HELP, Progress, fail, is_terminal
 from monitor.models import Article
 from monitor.yamlfile import ConfigErrors
 
@@ -57,8 +57,8 @@ def _config_path(ctx: click.Context, explicit: str | None) -> str | None:
 def _load_classifier(ctx: click.Context, rules: tuple[str, ...], config: str | None,
                      spacy_model: str | None) -> Any:
     """Build the Classifier from --rules, or from the config; exit 2 on any error."""
-    from monitor.match import Classifier
-    from monitor.rules import load_rules
+    from monitor.rules.classifier import Classifier
+    from monitor.rules.ruleset import load_rules
 
     paths: list[Path] = [Path(r) for r in rules]
     model = spacy_model
@@ -83,7 +83,7 @@ def _load_classifier(ctx: click.Context, rules: tuple[str, ...], config: str | N
         for error in exc.errors:
             click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_USAGE)
-    from monitor.analyse import Analyser
+    from monitor.analysis.analyser import Analyser
 
     return Classifier(ruleset, Analyser(model))
 
@@ -167,9 +167,9 @@ def _fetch_text(url: str, ctx: click.Context, config: str | None) -> tuple[str, 
     import asyncio
 
     try:
+        from monitor.analysis.extract import extract_page
         from monitor.config import Config, load_config, resolve_config_path
-        from monitor.extract import extract_page
-        from monitor.pipeline import Pipeline
+        from monitor.runtime.pipeline import Pipeline
     except ImportError as exc:  # the fetch stage is not installed in this checkout
         _fail(f"--url needs the fetch stage ({exc}); use --file or --text")
         raise  # unreachable

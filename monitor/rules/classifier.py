@@ -29,9 +29,9 @@ from spacy.attrs import LOWER, NORM, ORTH
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
-from monitor.analyse import AnalysedArticle, Analyser, FieldText
+from monitor.analysis.analyser import AnalysedArticle, Analyser, FieldText
 from monitor.models import Article, EvidenceSentence, TermHit, TopicMatch
-from monitor.rules import LeafSpec, Node, RuleSet, Topic, compile_regex, load_rules
+from monitor.rules.ruleset import LeafSpec, Node, RuleSet, Topic, compile_regex, load_rules
 
 MAX_REGEX_MATCHES = 500  # per regex and field: bounds the work a greedy pattern can cause
 MAX_EVIDENCE = 3

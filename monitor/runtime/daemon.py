@@ -35,20 +35,20 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from monitor.alert import ChannelError, Deliverer, DeliveryReport
-from monitor.clock import ClockGuard
 from monitor.config import Config, FeedConfig, load_config, secret_values
-from monitor.health import evaluate as evaluate_health
+from monitor.delivery.deliverer import ChannelError, Deliverer, DeliveryReport
+from monitor.delivery.routing import admin_channels
+from monitor.ingest.cadence import tick_interval
 from monitor.logs import add_secrets
-from monitor.match import Classifier
-from monitor.metrics import HttpEndpoint, Metrics
 from monitor.models import ArticleInput, ProcessedArticle
-from monitor.pipeline import ArticleProcessor, CycleReport, Pipeline, PollOutcome, log_poll
-from monitor.polling import tick_interval
-from monitor.retention import maintain
-from monitor.routing import admin_channels
-from monitor.service import TEST_WEDGE_ENV, Notifier, ProgressMonitor
-from monitor.store import Store, StoreError, iso, utcnow
+from monitor.rules.classifier import Classifier
+from monitor.runtime.clock import ClockGuard
+from monitor.runtime.metrics import HttpEndpoint, Metrics
+from monitor.runtime.pipeline import ArticleProcessor, CycleReport, Pipeline, PollOutcome, log_poll
+from monitor.runtime.retention import maintain
+from monitor.runtime.status import evaluate as evaluate_health
+from monitor.runtime.systemd import TEST_WEDGE_ENV, Notifier, ProgressMonitor
+from monitor.storage.store import Store, StoreError, iso, utcnow
 from monitor.yamlfile import ConfigErrors
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from monitor.config import FeedConfig, FetchSettings
-from monitor.httpdates import http_date, retry_after_seconds
+from monitor.ingest.httpdates import http_date, retry_after_seconds
 
 DAY = 86_400.0
 

@@ -1,0 +1,1 @@
+"""Turning a page into text and the text into tokens, lemmas and sentences, per language."""

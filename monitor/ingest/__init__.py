@@ -1,0 +1,2 @@
+"""Getting feeds and pages: HTTP fetching, the egress guard, feed parsing, OPML,
+discovery, poll cadence and feed health."""

@@ -1,0 +1,1 @@
+"""The watch-rule language and the classifier that evaluates it."""

@@ -1,0 +1,1 @@
+"""Wiring: the poll pipeline, worker processes, the daemon and its service plumbing."""
