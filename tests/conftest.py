@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.servers import Mailbox, Site
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-SEED = REPO / "seeds" / "000_0bf77761fc6f67fc.txt"
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared, or a skip naming what is missing."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent: the shared data set sits beside the checkout in CI")
-    return path
+from tests.helpers.servers import Mailbox, Site
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from click.testing import CliRunner
 
 from monitor.cli.app import cli
 from monitor.storage.store import Store
-from tests.conftest import REPO
-from tests.servers import Site
-from tests.test_delivery_support import add_alert, row
+from tests.helpers.delivery import add_alert, row
+from tests.helpers.paths import REPO
+from tests.helpers.servers import Site
 
 
 def setup(tmp_path: Path, port: int) -> tuple[Path, Store]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from monitor.analysis.analyser import Analyser, normalise_text
-from tests.test_rules_support import article
+from tests.helpers.rules import article
 
 
 def test_blank_pipeline_describes_itself() -> None:

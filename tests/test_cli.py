@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from monitor.cli.app import EXIT_CONFIG, cli
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 RULES = REPO / "config" / "rules"
 

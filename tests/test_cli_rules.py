@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from monitor.cli import rules as cli_rules
-from tests.test_rules_support import PACK, SEED, write_rules
+from tests.helpers.paths import SEED
+from tests.helpers.rules import PACK, write_rules
 
 RULES = """
 topics:

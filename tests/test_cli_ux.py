@@ -23,9 +23,9 @@ from click.testing import CliRunner, Result
 from monitor.cli import alerts as cli_alerts
 from monitor.cli.app import cli
 from monitor.storage.store import Store
-from tests.conftest import REPO
-from tests.servers import Site, rss
-from tests.test_delivery_support import add_alert
+from tests.helpers.delivery import add_alert
+from tests.helpers.paths import REPO
+from tests.helpers.servers import Site, rss
 
 RULES = REPO / "config" / "rules"
 ANSI = re.compile(r"\x1b\[")

@@ -32,9 +32,9 @@ from pathlib import Path
 import pytest
 
 from monitor.storage.store import Store, StoreError
-from tests.conftest import REPO
-from tests.servers import Site
-from tests.test_delivery_support import add_alert
+from tests.helpers.delivery import add_alert
+from tests.helpers.paths import REPO
+from tests.helpers.servers import Site
 
 KILLS_PER_LOOP = 26  # two loops: 52 kills
 KEY = re.compile(r"a\d+-ceasefire-hook")

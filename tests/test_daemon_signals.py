@@ -14,9 +14,9 @@ import pytest
 from monitor.config import load_config
 from monitor.runtime.daemon import Daemon, job_interval
 from monitor.runtime.systemd import Notifier
-from tests.hostile_server import HostileServer
-from tests.servers import Site, rss
-from tests.test_service_support import DaemonProcess, NotifySocket, wait_for, write_config
+from tests.helpers.hostile import HostileServer
+from tests.helpers.servers import Site, rss
+from tests.helpers.service import DaemonProcess, NotifySocket, wait_for, write_config
 
 
 @pytest.mark.timeout(60)

@@ -13,8 +13,8 @@ import pytest
 from monitor.config import load_config
 from monitor.runtime.daemon import Daemon
 from monitor.runtime.systemd import Notifier
-from tests.servers import Site, rss
-from tests.test_service_support import write_config
+from tests.helpers.servers import Site, rss
+from tests.helpers.service import write_config
 
 ITEMS = [{"title": f"Story {n}", "guid": f"s{n}", "description": f"Paragraph {n}. " * 300}
          for n in range(5)]

@@ -22,8 +22,8 @@ from apprise.plugins.slack import NotifySlack
 from monitor.delivery.deliverer import Deliverer
 from monitor.ingest.httpdates import retry_after_seconds as parse_retry_after
 from monitor.storage.store import Store
-from tests.servers import Mailbox, Site
-from tests.test_delivery_support import add_alert, channel, row, settings
+from tests.helpers.delivery import add_alert, channel, row, settings
+from tests.helpers.servers import Mailbox, Site
 
 SLACK_PATH = "/services/T1ABCDEFG/B1ABCDEFG/abcdefghijklmnopqrstuvwx"
 SLACK_URL = "slack://T1ABCDEFG/B1ABCDEFG/abcdefghijklmnopqrstuvwx"

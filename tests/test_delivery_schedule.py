@@ -18,8 +18,8 @@ import pytest
 from monitor.delivery.deliverer import Deliverer
 from monitor.delivery.pacing import DigestSchedule, QuietHours
 from monitor.storage.store import Store
-from tests.servers import Site
-from tests.test_delivery_support import add_alert, channel, row, settings
+from tests.helpers.delivery import add_alert, channel, row, settings
+from tests.helpers.servers import Site
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

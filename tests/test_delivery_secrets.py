@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from monitor.storage.store import Store
-from tests.conftest import REPO
-from tests.servers import Site
-from tests.test_delivery_support import add_alert
+from tests.helpers.delivery import add_alert
+from tests.helpers.paths import REPO
+from tests.helpers.servers import Site
 
 
 def newsmon(config: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

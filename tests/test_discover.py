@@ -13,8 +13,8 @@ from monitor.config import FetchSettings
 from monitor.ingest.discover import discover, feed_links
 from monitor.ingest.fetch import Fetcher
 from monitor.ingest.netguard import EgressPolicy
-from tests.hostile_server import Canary
-from tests.servers import Site, rss
+from tests.helpers.hostile import Canary
+from tests.helpers.servers import Site, rss
 
 PAGE = b"""<!doctype html><html><head><title>Site</title>
 <base href="/news/">

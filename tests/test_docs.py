@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from monitor.cli.app import cli
 from monitor.config import ChannelConfig, Config, FeedConfig
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 
 def keys(model: type[BaseModel], prefix: str = "") -> list[str]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SEED
-from tests.servers import Mailbox, Site, article_html, rss
+from tests.helpers.paths import REPO, SEED
+from tests.helpers.servers import Mailbox, Site, article_html, rss
 
 TOPICS = {"negotiation", "ceasefire", "aid"}
 TITLE = "Kremlin says there are no grounds for negotiations yet"

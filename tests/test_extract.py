@@ -20,8 +20,8 @@ from monitor.analysis.extract import (
     page_language,
 )
 from monitor.models import ArticleInput, FeedItem
-from tests.conftest import REPO, SEED, shared_path
-from tests.servers import article_html
+from tests.helpers.paths import REPO, SEED, shared_path
+from tests.helpers.servers import article_html
 
 
 def item(summary: str = "A short summary from the feed.", link: str | None = "https://x.example/a"):

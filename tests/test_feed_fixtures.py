@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, shared_path
-from tests.servers import Site
-from tests.test_feed_support import build, make_config, rows, run
+from tests.helpers.feed import build, make_config, rows, run
+from tests.helpers.paths import REPO, shared_path
+from tests.helpers.servers import Site
 
 # Files that are not RSS/Atom at all (or intentionally broken): a clear error, no items.
 NOT_FEEDS = {

@@ -19,7 +19,7 @@ import pytest
 from monitor.ingest.fetch import Fetcher
 from monitor.ingest.netguard import EgressPolicy, GuardedResolver, numeric_host
 from monitor.models import FetchError, FetchResult
-from tests.hostile_server import RSS, Canary, HostileServer, StaticResolver
+from tests.helpers.hostile import RSS, Canary, HostileServer, StaticResolver
 
 pytestmark = pytest.mark.timeout(30)
 TIMEOUT = 2.0

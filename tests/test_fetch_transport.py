@@ -33,7 +33,7 @@ from monitor.ingest.fetch import (
 )
 from monitor.ingest.netguard import EgressPolicy
 from monitor.models import FetchError, FetchResult
-from tests.hostile_server import RSS, HostileServer, StaticResolver, big_body, encode_body
+from tests.helpers.hostile import RSS, HostileServer, StaticResolver, big_body, encode_body
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 2.0  # the per-request deadline used by these tests

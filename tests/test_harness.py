@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from tests.servers import Site
+from tests.helpers.servers import Site
 
 
 def test_truncated_request_is_not_recorded() -> None:

@@ -19,9 +19,9 @@ from monitor.runtime.metrics import Metrics
 from monitor.runtime.status import evaluate
 from monitor.runtime.systemd import Notifier
 from monitor.storage.store import Store, iso, utcnow
-from tests.conftest import SEED
-from tests.servers import Site, article_html, rss
-from tests.test_service_support import newsmon, wait_for, write_config
+from tests.helpers.paths import SEED
+from tests.helpers.servers import Site, article_html, rss
+from tests.helpers.service import newsmon, wait_for, write_config
 
 FEEDS = ["http://127.0.0.1:9/a.xml", "http://127.0.0.1:9/b.xml"]
 

@@ -49,13 +49,13 @@ from monitor.runtime.retention import maintain
 from monitor.runtime.systemd import Notifier
 from monitor.storage.store import Store, parse_iso
 from monitor.yamlfile import ConfigErrors
-from tests.hostile_server import RSS, Canary, HostileServer, StaticResolver
-from tests.servers import Site, rss
-from tests.test_delivery_support import add_alert, settings
-from tests.test_feed_support import MATCHING_TITLE, RULES, build, feed_row, make_config, rows, run
+from tests.helpers.delivery import add_alert, settings
+from tests.helpers.feed import MATCHING_TITLE, RULES, build, feed_row, make_config, rows, run
+from tests.helpers.hostile import RSS, Canary, HostileServer, StaticResolver
+from tests.helpers.servers import Site, rss
+from tests.helpers.service import write_config
 from tests.test_fetch_transport import expect_error
 from tests.test_fetch_transport import fetch as transport_fetch
-from tests.test_service_support import write_config
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_rules_support import article, classifier, fired, one_topic
+from tests.helpers.rules import article, classifier, fired, one_topic
 
 # --- terms -------------------------------------------------------------------------
 
@@ -246,7 +246,7 @@ def test_trained_pipeline_entities_when_installed(tmp_path: Path) -> None:
     from monitor.analysis.analyser import Analyser
     from monitor.rules.classifier import Classifier
     from monitor.rules.ruleset import load_rules
-    from tests.test_rules_support import write_rules
+    from tests.helpers.rules import write_rules
 
     rules = load_rules([write_rules(tmp_path, one_topic("[{entity: person}]"))])
     clf = Classifier(rules, Analyser("en_core_web_sm"))

@@ -9,7 +9,8 @@ import pytest
 
 from monitor.cli.rules import _read_jsonl, evaluate
 from monitor.rules.classifier import Classifier
-from tests.test_rules_support import DEV, PACK, SEED, article
+from tests.helpers.paths import SEED
+from tests.helpers.rules import DEV, PACK, article
 
 # Dev figures when this floor was set (docs/rules.md has the table): the floor sits a
 # little under them so that a rule change that loses ground fails here.

@@ -22,7 +22,7 @@ from spacy.tokens import Doc
 from monitor.analysis.analyser import Analyser, normalise_text
 from monitor.rules.classifier import _WILD_CHARS, _WILD_MARK, Classifier
 from monitor.rules.ruleset import load_rules
-from tests.test_rules_support import article
+from tests.helpers.rules import article
 
 PIECES = ["Talks", "talks", "U.S.", "10:45", "negotiators", "cease-fire", "İran", "ſudan", "київ",
           "\u212aelvin", "o’brien", "word", ".", "!", "?", "…", "。", ",", "“", "”", "(", ")", "-",

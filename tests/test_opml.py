@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 from monitor.cli.app import cli
 from monitor.config import FeedConfig, load_config
 from monitor.ingest.opml import OpmlError, export_opml, parse_opml
-from tests.servers import Site, rss
+from tests.helpers.servers import Site, rss
 
 OPML = b"""<?xml version="1.0" encoding="UTF-8"?>
 <opml version="2.0"><head><title>My feeds</title></head><body>

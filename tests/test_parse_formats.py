@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from monitor.ingest.parse import FeedParseError, parse_feed, trim_items
-from tests.servers import Site
-from tests.test_feed_support import build, make_config, rows, run
+from tests.helpers.feed import build, make_config, rows, run
+from tests.helpers.servers import Site
 
 URL = "http://127.0.0.1/feeds/main.xml"
 

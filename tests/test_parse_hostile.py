@@ -20,10 +20,7 @@ import pytest
 from monitor.config import FeedConfig
 from monitor.ingest import parse
 from monitor.ingest.parse import MAX_SUMMARY, MAX_TITLE, FeedParseError, check_expat, parse_feed
-from tests.conftest import REPO
-from tests.hostile_server import Canary
-from tests.servers import Site, rss
-from tests.test_feed_support import (
+from tests.helpers.feed import (
     MATCHING_TITLE,
     FastProcessor,
     build,
@@ -33,6 +30,9 @@ from tests.test_feed_support import (
     rows,
     run,
 )
+from tests.helpers.hostile import Canary
+from tests.helpers.paths import REPO
+from tests.helpers.servers import Site, rss
 
 URL = "http://127.0.0.1/feed"
 HEAD = b'<?xml version="1.0" encoding="utf-8"?>\n'

@@ -16,9 +16,7 @@ import time_machine
 from monitor.config import FeedConfig
 from monitor.runtime.pipeline import Pipeline
 from monitor.storage.store import iso, parse_iso
-from tests.hostile_server import HostileServer, StaticResolver
-from tests.servers import Site, free_port, rss
-from tests.test_feed_support import (
+from tests.helpers.feed import (
     FastProcessor,
     build,
     feed_row,
@@ -27,6 +25,8 @@ from tests.test_feed_support import (
     rows,
     run,
 )
+from tests.helpers.hostile import HostileServer, StaticResolver
+from tests.helpers.servers import Site, free_port, rss
 
 
 def items(n: int, *, prefix: str = "Story", base: str = "http://127.0.0.1/a/",

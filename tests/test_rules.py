@@ -8,7 +8,7 @@ import pytest
 
 from monitor.rules.ruleset import load_rules
 from monitor.yamlfile import ConfigErrors
-from tests.test_rules_support import write_rules
+from tests.helpers.rules import write_rules
 
 
 def errors_of(tmp_path: Path, text: str) -> list[str]:

@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 from monitor.logs import JsonFormatter, RedactingFilter, add_secrets, setup_logging
-from tests.servers import Site, rss
-from tests.test_service_support import newsmon, write_config
+from tests.helpers.servers import Site, rss
+from tests.helpers.service import newsmon, write_config
 
 
 def test_json_lines_carry_the_feed_and_mask_secrets(tmp_path: Path) -> None:

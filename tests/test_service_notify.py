@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from monitor.runtime.systemd import TEST_WEDGE_ENV, Notifier, ProgressMonitor
-from tests.servers import Site, rss
-from tests.test_service_support import DaemonProcess, NotifySocket, wait_for, write_config
+from tests.helpers.servers import Site, rss
+from tests.helpers.service import DaemonProcess, NotifySocket, wait_for, write_config
 
 
 def test_notifier_sends_datagrams_to_a_path_socket() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 UNIT = REPO / "deploy" / "newsmon.service"
 EXEC = "/opt/newsmon/venv/bin/newsmon"

@@ -10,11 +10,9 @@ from monitor.analysis.analyser import Analyser
 from monitor.models import Article
 from monitor.rules.classifier import Classifier
 from monitor.rules.ruleset import load_rules
+from tests.helpers.paths import REPO, SHARED
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 DEV = SHARED / "eval" / "dev.jsonl"
-SEED = REPO / "seeds" / "000_0bf77761fc6f67fc.txt"
 PACK = REPO / "config" / "rules"
 
 

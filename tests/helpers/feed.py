@@ -23,7 +23,7 @@ from monitor.config import (
 from monitor.models import Article, ArticleInput, ProcessedArticle
 from monitor.runtime.pipeline import ArticleProcessor, Pipeline
 from monitor.storage.store import Store
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 T = TypeVar("T")
 RULES = REPO / "config" / "rules"

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: loopback servers, builders, paths. No tests here."""
