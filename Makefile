@@ -7,12 +7,12 @@ BIN     = $(VENV)/bin
 CONFIG ?= config/newsmon.yaml
 STAMP   = $(VENV)/.installed
 
-.PHONY: run once check test lint bench clean
+.PHONY: run once check test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,ru,langdetect]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -26,7 +26,11 @@ check: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check monitor tests bench
+	$(BIN)/mypy monitor
 	$(BIN)/python -m pytest -q -n 2
+
+typecheck: $(STAMP)
+	$(BIN)/mypy monitor
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -96,8 +96,9 @@ def extract_only(pages: list[bytes]) -> dict[str, float]:
 
 async def run_pipeline(port: int, workers: int, rounds: int, db_dir: Path) -> dict[str, float]:
     from monitor.config import Config, FeedConfig, FetchSettings
-    from monitor.runtime.pipeline import ArticleProcessor, Pipeline
-    from monitor.storage.store import Store
+    from monitor.runtime.pipeline import Pipeline
+    from monitor.runtime.processor import ArticleProcessor
+    from monitor.storage import open_storage
 
     config = Config(
         database=db_dir / "bench.db",
@@ -107,7 +108,7 @@ async def run_pipeline(port: int, workers: int, rounds: int, db_dir: Path) -> di
         fetch=FetchSettings(allow_networks=("127.0.0.0/8",), max_items_per_poll=1000,
                             concurrency=20, per_host=20),
     )
-    store = Store(config.database_path())
+    storage = open_storage(config.database_path())
     processor = ArticleProcessor(config, workers=workers)
     started = time.perf_counter()
     processor.start()
@@ -118,7 +119,7 @@ async def run_pipeline(port: int, workers: int, rounds: int, db_dir: Path) -> di
             for i in range(max(workers, 1) * 2)]
     await processor.process(warm)
     startup = time.perf_counter() - started
-    pipeline = Pipeline(config, store, Pipeline.make_fetcher(config), processor)
+    pipeline = Pipeline(config, storage, Pipeline.make_fetcher(config), processor)
     articles = 0
     started = time.perf_counter()
     for feed in config.feeds:  # one feed per round: a fresh set of item ids each time
@@ -128,11 +129,11 @@ async def run_pipeline(port: int, workers: int, rounds: int, db_dir: Path) -> di
         articles += outcome.new_items
     elapsed = time.perf_counter() - started
     worker_peaks = [peak_rss_mb(pid) for pid in processor.worker_pids()]
-    from_pages = store.db.execute(
+    from_pages = storage.db.execute(
         "SELECT COUNT(*) FROM articles WHERE text_source = 'page'").fetchone()[0]
     await pipeline.fetcher.aclose()
     processor.close()
-    store.close()
+    storage.close()
     return {"articles": articles, "seconds": elapsed, "startup": startup,
             "from_pages": from_pages, "worker_peak_mb": max(worker_peaks, default=0.0)}
 

@@ -12,7 +12,7 @@ every feed once:
 
 Each (tool, scenario, concurrency) runs in a fresh subprocess so peak memory
 (``VmHWM``, see bench/memory.py) is that run's alone. newsmon runs its real code path:
-``Pipeline.run_cycle`` with a ``Store`` on a temp file and the real Fetcher; the
+``Pipeline.run_cycle`` with a ``Storage`` on a temp file and the real Fetcher; the
 warm-up replaces extract/analyse/match by "store the summary" (the measured
 cycles never reach that stage: nothing is new). reader runs ``update_feeds``
 with ``scheduled=False`` (poll every feed, as ``newsmon once`` does).
@@ -109,8 +109,9 @@ def _cpu() -> float:
 def run_newsmon(urls: Sequence[str], concurrency: int | None, repeat: int) -> dict[str, Any]:
     from monitor.config import AnalysisSettings, Config, FeedConfig, FetchSettings
     from monitor.models import Article, ArticleInput, ProcessedArticle
-    from monitor.runtime.pipeline import ArticleProcessor, Pipeline
-    from monitor.storage.store import Store
+    from monitor.runtime.pipeline import Pipeline
+    from monitor.runtime.processor import ArticleProcessor
+    from monitor.storage import open_storage
 
     class SummaryOnly(ArticleProcessor):
         """Warm-up only: store each new item's summary, no extraction or matching."""
@@ -128,22 +129,22 @@ def run_newsmon(urls: Sequence[str], concurrency: int | None, repeat: int) -> di
         config = Config(database=Path(tmp) / "bench.db", rules=(),
                         feeds=tuple(FeedConfig(url=u) for u in urls),
                         fetch=FetchSettings(**fetch), analysis=AnalysisSettings(workers=0))
-        store = Store(config.database_path())
-        store.sync_feeds((f.url, f.name, f.tags) for f in config.feeds)
+        storage = open_storage(config.database_path())
+        storage.feeds.sync((f.url, f.name, f.tags) for f in config.feeds)
         processor = SummaryOnly(config, workers=0)
 
         async def cycles() -> dict[str, Any]:
-            pipeline = Pipeline(config, store, Pipeline.make_fetcher(config), processor)
+            pipeline = Pipeline(config, storage, Pipeline.make_fetcher(config), processor)
             try:
                 # The warm-up stores up to 100,000 items, one transaction each; with an
                 # fsync per commit that alone would take minutes. It runs with
                 # synchronous=NORMAL; the measured cycles run as shipped (FULL).
-                store.db.execute("PRAGMA synchronous=NORMAL")
+                storage.db.execute("PRAGMA synchronous=NORMAL")
                 t0 = time.perf_counter()
                 warm = await pipeline.run_cycle()
                 warm_s = time.perf_counter() - t0
                 assert not warm.failed, warm.failed[0].error
-                store.db.execute("PRAGMA synchronous=FULL")
+                storage.db.execute("PRAGMA synchronous=FULL")
                 times, cpus = [], []
                 for _ in range(repeat):
                     c0, t0 = _cpu(), time.perf_counter()
@@ -157,7 +158,7 @@ def run_newsmon(urls: Sequence[str], concurrency: int | None, repeat: int) -> di
                 await pipeline.fetcher.aclose()
 
         result = asyncio.run(cycles())
-        store.close()
+        storage.close()
     return result
 
 

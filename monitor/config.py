@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.logs import public_url, url_secrets
 from monitor.yamlfile import (
     ConfigError,
     ConfigErrors,
@@ -89,6 +90,7 @@ class FeedConfig(StrictModel):
     proxy: str | None = None
     max_items: int | None = Field(default=None, ge=1)
     fetch_articles: StrictBool | None = None  # None: fetch.fetch_articles
+    backlog_as_seen: StrictBool | None = None  # None: fetch.backlog_as_seen
     # Per-feed floor and ceiling of the poll interval (None: fetch.min/max_interval).
     min_interval: Duration | None = None
     max_interval: Duration | None = None
@@ -97,7 +99,8 @@ class FeedConfig(StrictModel):
 
     @property
     def label(self) -> str:
-        return self.name or self.url
+        # Without a name, host and path only: a query or userinfo may hold a token.
+        return self.name or public_url(self.url)
 
 
 class ChannelConfig(StrictModel):
@@ -173,6 +176,9 @@ class FetchSettings(StrictModel):
     max_interval: Duration = 6 * 3600.0
     max_items_per_poll: int = Field(default=200, ge=1)
     fetch_articles: StrictBool = True
+    # A feed's first poll: its items are stored and matched, and taken as seen without
+    # alerting (the backlog of a feed just added; ``identity.plan_item(first_poll=...)``).
+    backlog_as_seen: StrictBool = True
     # Operator allow-list of networks that may be reached although not public
     # (e.g. ["127.0.0.0/8"] for a local test or an intranet). Applies to all requests.
     allow_networks: tuple[str, ...] = ()
@@ -218,6 +224,14 @@ class DeliverySettings(StrictModel):
     admin_throttle: int = Field(default=5, ge=1)
     admin_window: Duration = 3600.0
     run_budget: Duration = 60.0  # one delivery run stops starting new sends after this
+    # A channel failing every send for longer than this makes ``status`` unhealthy and
+    # raises one notice on the other admin channels (and one when it recovers).
+    channel_failing_after: Duration = Field(default=600.0, gt=0)
+    # One alert per story per channel: the articles of one event, across feeds and
+    # outlets, alert once; a later one only with a topic new to the story. false: per article.
+    per_story: StrictBool = True
+    # With per_story: one follow-up also when a story has this many more outlets.
+    follow_up_outlets: int | None = Field(default=None, ge=1)
 
 
 class ServiceHttpSettings(StrictModel):
@@ -236,7 +250,7 @@ class ServiceSettings(StrictModel):
     # A poll running longer than this counts as wedged: the watchdog stops being fed.
     poll_stall_timeout: Duration = Field(default=900.0, gt=0)
     # Article bodies older than this are pruned (matches, evidence, alerts stay). None: keep.
-    body_retention: Duration | None = 30 * 86400.0
+    body_retention: Duration | None = 400 * 86400.0  # a year of history for search and backtest
     # Finished cycle rows older than this are deleted.
     cycle_retention: Duration = 90 * 86400.0
     # How often retention and database optimisation run.
@@ -245,6 +259,8 @@ class ServiceSettings(StrictModel):
 
 
 class Config(StrictModel):
+    """The whole validated config file (``load_config`` builds it; immutable)."""
+
     database: Path = Path("newsmon.db")
     env_file: Path | None = None
     feeds: tuple[FeedConfig, ...] = ()
@@ -295,8 +311,11 @@ class Config(StrictModel):
 
 
 def secret_values(config: Config) -> list[str]:
-    """Everything that must never be logged: ${VAR} values and channel URLs."""
+    """Everything that must never be logged: ${VAR} values, channel URLs, and the
+    query values and userinfo of feed URLs."""
     values = list(config.secrets)
+    for feed in config.feeds:  # private feeds carry tokens in the query or userinfo
+        values.extend(url_secrets(feed.url))
     for channel in config.channels:
         values.append(channel.url)
         # The token part alone also shows in some apprise messages.
@@ -379,7 +398,7 @@ def _substitute(
     return _VAR.sub(repl, node)
 
 
-def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(path: os.PathLike[str] | str, *, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a config file. Raises ConfigErrors (each with file and line)."""
     path = Path(path)
     if not path.exists():

@@ -1,4 +1,10 @@
-"""Logging set-up: one line per event, text or JSON, secrets always masked."""
+"""Logging set-up: one line per event, text or JSON, secrets always masked.
+
+Feed URLs count as secrets in part: private feeds put a token in the query
+(``https://host/feed?token=...``) or the userinfo. ``public_url`` is what is
+shown of a feed without a ``name`` (scheme, host, port and path), and
+``url_secrets`` the parts the redaction filter masks wherever they appear.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,49 @@ import logging
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 MASK = "****"
+
+
+def public_url(url: str) -> str:
+    """A feed URL as shown in logs, CLI output, JSON and alerts: no userinfo, no query,
+    no fragment (``?…`` marks a query that was dropped)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    shown = f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else parts.path
+    return shown + ("?…" if parts.query else "")
+
+
+def url_secrets(url: str) -> list[str]:
+    """The userinfo and every query value of a feed URL (raw and decoded), to be masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]
+    found: list[str] = []
+    if parts.username or parts.password:
+        found += [parts.username or "", parts.password or "",
+                  unquote(parts.username or ""), unquote(parts.password or "")]
+    if parts.query:
+        found.append(parts.query)
+        found += [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+        found += [raw.split("=", 1)[1] for raw in parts.query.split("&") if "=" in raw]
+    return [s for s in dict.fromkeys(found) if len(s) >= 4]
+
+
+def hide_url_secrets(text: str, url: str) -> str:
+    """``text`` (an error message) with the secret parts of ``url`` masked."""
+    text = text.replace(url, public_url(url))
+    for secret in sorted(url_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 class RedactingFilter(logging.Filter):
@@ -65,7 +112,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,

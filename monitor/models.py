@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+# The stage errors live in the error tree; re-exported here, where stages import them from.
+from monitor.errors import FetchError as FetchError
+from monitor.errors import FetchErrorKind as FetchErrorKind
+from monitor.errors import StageError as StageError
+
 # --- fetch -------------------------------------------------------------------
 
 
@@ -31,51 +36,6 @@ class FetchResult:
     elapsed: float = 0.0  # seconds
 
 
-# The kinds of fetch failure, stored as a feed's ``last_error_kind``.
-FetchErrorKind = Literal[
-    "timeout",  # the total deadline passed
-    "too_large",  # the byte cap was reached (after decompression)
-    "blocked",  # the egress policy refused the address, port or scheme
-    "redirects",  # too many redirects, or a refused redirect target
-    "http_status",  # 4xx/5xx (429 and 503 carry ``retry_after``)
-    "connection",  # refused, reset, DNS failure, truncated body
-    "tls",  # certificate or handshake failure (never retried insecurely)
-    "bad_encoding",  # an unsupported Content-Encoding, or a corrupt stream
-    "not_a_feed",  # a 200 that is not a feed (HTML page, junk, empty)
-    "bad_content_type",  # an article URL that is a PDF, image, video...
-]
-
-
-class StageError(Exception):
-    """A failure with a kind that is recorded per feed or per item.
-
-    Messages never contain secrets, and name the URL they concern.
-    """
-
-    kind: str = "error"
-
-    def __init__(self, message: str, *, kind: str | None = None) -> None:
-        super().__init__(message)
-        if kind is not None:
-            self.kind = kind
-
-
-class FetchError(StageError):
-    kind = "connection"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        kind: FetchErrorKind | None = None,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, kind=kind)
-        self.status = status
-        self.retry_after = retry_after  # seconds, already parsed from Retry-After
-
-
 # --- parse -------------------------------------------------------------------
 
 
@@ -92,16 +52,20 @@ class FeedItem:
     authors: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     content_hash: str = ""  # hash of title + summary: the fallback dedup key
+    language: str | None = None  # the entry's or else the feed's language tag, as written
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedFeed:
+    """A feed document read by ``parse_feed``: its title, format and items."""
+
     title: str
     version: str  # "rss20", "atom10", "json1", ...
     items: tuple[FeedItem, ...]
     ttl_minutes: int | None = None  # RSS <ttl>
     link: str | None = None
     warnings: tuple[str, ...] = ()  # recoverable problems (encoding overrides...)
+    skipped: tuple[tuple[str, str], ...] = ()  # (guid, reason) of items that could not be read
 
 
 # --- extract -----------------------------------------------------------------
@@ -160,6 +124,8 @@ class TermHit:
 
 @dataclass(frozen=True, slots=True)
 class EvidenceSentence:
+    """One sentence that made a topic fire, shown in the alert."""
+
     field: str
     text: str  # the sentence, plain text
     marked: str  # the sentence with the matched terms wrapped in ** **
@@ -177,6 +143,8 @@ class TopicMatch:
     hits: tuple[TermHit, ...] = ()
     evidence: tuple[EvidenceSentence, ...] = ()
     channels: tuple[str, ...] = ()  # the topic's own channel list, if any
+    language: str | None = None  # the language whose analyser and rules judged the article
+    why: str = ""  # in words: where it was found, what carried it, the learned stage's verdict
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -192,6 +160,9 @@ class ProcessedArticle:
     matches: tuple[TopicMatch, ...] = ()
     page_error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    # The story engine's view of it (``monitor.stories.ArticleFeatures``, built by the worker's
+    # story stage; typed loosely because the base layer does not import stages).
+    story_features: object | None = None
 
 
 # --- alert -------------------------------------------------------------------

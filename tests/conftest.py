@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.helpers.configs import ConfigFactory
+from tests.helpers.hostile import HostileServer
 from tests.helpers.servers import Mailbox, Site
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> ConfigFactory:
+    """Real newsmon configs in tmp_path: ``make_config.write(feeds=[url]) -> Path``,
+    ``make_config.load(...) -> Config`` (tests/helpers/configs.py)."""
+    return ConfigFactory(tmp_path)
 
 
 @pytest.fixture
@@ -26,3 +36,10 @@ def receiver() -> Iterator[Site]:
 def mailbox() -> Iterator[Mailbox]:
     with Mailbox() as m:
         yield m
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileServer]:
+    """One hostile server for a test module (``hostile.reset()`` forgets its requests)."""
+    with HostileServer() as srv:
+        yield srv

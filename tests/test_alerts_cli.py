@@ -7,19 +7,17 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from monitor.cli.app import cli
-from monitor.storage.store import Store
+from monitor.storage import Storage, open_storage
+from tests.helpers.configs import ConfigFactory
 from tests.helpers.delivery import add_alert, row
-from tests.helpers.paths import REPO
 from tests.helpers.servers import Site
 
 
-def setup(tmp_path: Path, port: int) -> tuple[Path, Store]:
-    config = tmp_path / "newsmon.yaml"
-    config.write_text(
-        f"database: state.db\nrules: [{REPO / 'config' / 'rules'}]\n"
-        f"channels:\n  - name: hook\n    url: json://127.0.0.1:{port}/hook\n",
-        encoding="utf-8")
-    return config, Store(tmp_path / "state.db")
+def setup(tmp_path: Path, port: int) -> tuple[Path, Storage]:
+    """A config with one webhook channel on ``port``, and its (open) database."""
+    config = ConfigFactory(tmp_path).write(
+        database="state.db", channels=[{"name": "hook", "url": f"json://127.0.0.1:{port}/hook"}])
+    return config, open_storage(tmp_path / "state.db")
 
 
 def test_list_is_tab_separated_when_piped(tmp_path: Path, receiver: Site) -> None:
@@ -51,7 +49,7 @@ def test_retry_one_and_all_dead(tmp_path: Path, receiver: Site) -> None:
     assert row(store, ids[0])["status"] == "pending" and row(store, ids[0])["attempts"] == 0
     result = CliRunner().invoke(cli, ["alerts", "retry", "--dead", "--config", str(config)])
     assert "re-queued 2 alerts" in result.output
-    assert store.alert_counts() == {"pending": 3}
+    assert store.outbox.counts() == {"pending": 3}
     missing = CliRunner().invoke(cli, ["alerts", "retry", "999", "--config", str(config)])
     assert missing.exit_code == 1
     usage = CliRunner().invoke(cli, ["alerts", "retry", "--config", str(config)])

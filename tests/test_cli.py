@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
 from monitor.cli.app import EXIT_CONFIG, cli
-from tests.helpers.paths import REPO
-
-RULES = REPO / "config" / "rules"
+from tests.helpers.configs import ConfigFactory, line_of
 
 
 def run(*args: str, env: dict[str, str] | None = None):
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-
-
-def config_file(tmp_path: Path, extra: str = "") -> Path:
-    path = tmp_path / "c.yaml"
-    path.write_text(f"database: t.db\nrules:\n  - {RULES}\n{extra}", encoding="utf-8")
-    return path
 
 
 def test_help_lists_every_command_with_an_example() -> None:
@@ -39,46 +29,45 @@ def test_every_core_command_takes_config(command: str) -> None:
     assert "--config" in result.output
 
 
-def test_check_reports_what_it_found(tmp_path: Path) -> None:
-    result = run("--config", str(config_file(tmp_path)), "check")
+def test_check_reports_what_it_found(make_config: ConfigFactory) -> None:
+    result = run("--config", str(make_config.write()), "check")
     assert result.exit_code == 0, result.output
     assert "topics: " in result.output and "negotiation" in result.output
     assert "all checks passed" in result.output
 
 
-def test_config_option_also_works_after_the_command(tmp_path: Path) -> None:
-    result = run("check", "--config", str(config_file(tmp_path)))
+def test_config_option_also_works_after_the_command(make_config: ConfigFactory) -> None:
+    result = run("check", "--config", str(make_config.write()))
     assert result.exit_code == 0, result.output
 
 
-def test_environment_variable_names_the_config(tmp_path: Path) -> None:
-    result = run("check", env={"NEWSMON_CONFIG": str(config_file(tmp_path))})
+def test_environment_variable_names_the_config(make_config: ConfigFactory) -> None:
+    config = make_config.write()
+    result = run("check", env={"NEWSMON_CONFIG": str(config)})
     assert result.exit_code == 0, result.output
-    assert str(tmp_path / "c.yaml") in result.output
+    assert str(config) in result.output
 
 
-def test_config_errors_exit_2_with_file_and_line(tmp_path: Path) -> None:
-    path = config_file(tmp_path, "feeds:\n  - url: https://example.org/rss\n    intervall: 5m\n")
+def test_config_errors_exit_2_with_file_and_line(make_config: ConfigFactory) -> None:
+    path = make_config.write(feeds=[{"url": "https://example.org/rss", "intervall": "5m"}])
     result = run("--config", str(path), "check")
     assert result.exit_code == EXIT_CONFIG
-    assert f"{path}:6:5: [feeds.0.intervall] unknown key" in result.output
+    line = line_of(path, "    intervall: 5m")  # column 5
+    assert f"{path}:{line}:5: [feeds.0.intervall] unknown key" in result.output
 
 
-def test_check_masks_a_bad_channel_url(tmp_path: Path) -> None:
+def test_check_masks_a_bad_channel_url(make_config: ConfigFactory) -> None:
     secret = "slak://TTYPOSECRET/BTYPOSECRET/CTYPOSECRET"
-    path = config_file(tmp_path, "channels:\n  - name: team\n    url: ${TEAM_URL}\n")
+    path = make_config.write(channels=[{"name": "team", "url": "${TEAM_URL}"}])
     result = run("--config", str(path), "--log-level", "debug", "check", env={"TEAM_URL": secret})
     assert result.exit_code == EXIT_CONFIG
     assert "channel team" in result.output and "slak://****" in result.output
     assert "TYPOSECRET" not in result.output
 
 
-def test_once_with_an_unreachable_feed_exits_1(tmp_path: Path) -> None:
+def test_once_with_an_unreachable_feed_exits_1(make_config: ConfigFactory) -> None:
     # Port 9 on loopback (discard) is closed here; the failure is recorded, not raised.
-    path = config_file(tmp_path, (
-        "feeds:\n  - url: http://127.0.0.1:9/feed.xml\n"
-        "fetch:\n  allow_networks: ['127.0.0.0/8']\n  timeout: 5s\nanalysis:\n  workers: 0\n"
-    ))
+    path = make_config.write(feeds=["http://127.0.0.1:9/feed.xml"], fetch={"timeout": "5s"})
     result = run("--config", str(path), "once")
     assert result.exit_code == 1
     assert "1 feeds polled (1 failed)" in result.output

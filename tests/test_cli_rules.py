@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from monitor.cli import rules as cli_rules
+from tests.helpers.configs import ConfigFactory
 from tests.helpers.paths import SEED
 from tests.helpers.rules import PACK, write_rules
 
@@ -151,11 +152,11 @@ def test_test_rule_usage_errors(group: click.Group, rules: Path) -> None:
     assert res.exit_code == 2 and "unknown topic" in res.output
 
 
-def test_config_rules_list_is_used(tmp_path: Path, group: click.Group) -> None:
+def test_config_rules_list_is_used(tmp_path: Path, make_config: ConfigFactory,
+                                   group: click.Group) -> None:
     (tmp_path / "rules").mkdir()
     write_rules(tmp_path / "rules", RULES, "r.yaml")
-    cfg = tmp_path / "newsmon.yaml"
-    cfg.write_text("rules: [rules/]\n")
+    cfg = make_config.write(rules=["rules/"])  # relative to the config file
     res = CliRunner().invoke(group, ["test-rule", "--text", "aid", "--config", str(cfg)])
     assert res.exit_code == 0, res.output
     assert "aid (aid): FIRED" in res.output

@@ -75,7 +75,7 @@ def test_sighup_keeps_the_old_config_on_errors_and_applies_a_fixed_one(tmp_path:
             # 2. Valid YAML, but a channel URL (a secret from the environment) apprise
             #    cannot use.
             write_config(tmp_path, [two], interval="1s",
-                         channels="channels:\n  - name: bad\n    url: ${BAD_URL}\n")
+                         channels=[{"name": "bad", "url": "${BAD_URL}"}])
             daemon.signal(signal.SIGHUP)
             wait_for(lambda: daemon.log().count("reload rejected") >= 2, 20, "second rejection")
             assert "apprise cannot use the URL nosuchscheme://****" in daemon.log()
@@ -107,10 +107,7 @@ def test_reload_reschedules_a_changed_interval_without_a_burst(tmp_path: Path) -
     urls = ["http://127.0.0.1:9/a.xml", "http://127.0.0.1:9/b.xml"]
 
     def rewrite(min_interval: str, interval: str) -> None:
-        path = write_config(tmp_path, urls, interval=interval)
-        text = path.read_text(encoding="utf-8").replace("min_interval: 1s",
-                                                        f"min_interval: {min_interval}")
-        path.write_text(text, encoding="utf-8")
+        write_config(tmp_path, urls, interval=interval, fetch={"min_interval": min_interval})
 
     async def scenario() -> None:
         rewrite("5m", "10m")

@@ -53,7 +53,7 @@ def test_a_locked_database_fails_the_poll_then_the_daemon_recovers(
         try:
             assert daemon.runtime is not None
             # Shorter than the production busy timeout (10 s) to keep the test fast.
-            daemon.runtime.store.db.execute("PRAGMA busy_timeout = 300")
+            daemon.runtime.storage.db.execute("PRAGMA busy_timeout = 300")
             holder = sqlite3.connect(db_path, isolation_level=None)
             holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
             failed = await daemon.poll_feed(feed_url)
@@ -90,7 +90,7 @@ def test_a_full_disk_fails_the_poll_rolls_back_and_recovers(tmp_path: Path, feed
         daemon = await _started(config)
         try:
             assert daemon.runtime is not None
-            db = daemon.runtime.store.db
+            db = daemon.runtime.storage.db
             pages = db.execute("PRAGMA page_count").fetchone()[0]
             db.execute(f"PRAGMA max_page_count = {pages + 2}")  # "the disk" is nearly full
             failed = await daemon.poll_feed(feed_url)

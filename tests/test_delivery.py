@@ -21,7 +21,7 @@ from apprise.plugins.slack import NotifySlack
 
 from monitor.delivery.deliverer import Deliverer
 from monitor.ingest.httpdates import retry_after_seconds as parse_retry_after
-from monitor.storage.store import Store
+from monitor.storage import Storage, open_storage
 from tests.helpers.delivery import add_alert, channel, row, settings
 from tests.helpers.servers import Mailbox, Site
 
@@ -31,8 +31,8 @@ HOSTILE = "<!here> & <!channel> <@U123ABC> <http://evil.test|click me> [x](http:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "outbox.db")
+def store(tmp_path: Path) -> Iterator[Storage]:
+    s = open_storage(tmp_path / "outbox.db")
     yield s
     s.close()
 
@@ -51,10 +51,10 @@ def posts(site: Site, path: str = "/hook") -> list[dict]:
 
 
 def test_json_webhook_gets_each_alert_in_order_and_marks_it_sent(
-        store: Store, receiver: Site) -> None:
+        store: Storage, receiver: Site) -> None:
     ids = [add_alert(store, "hook") for _ in range(3)]
     deliverer = Deliverer([channel(url=f"json://127.0.0.1:{receiver.port}/hook")], settings())
-    report = deliverer.deliver_due(store)
+    report = deliverer.deliver_due(store.outbox)
     assert (report.sent, report.failed, report.messages) == (3, 0, 3)
     bodies = posts(receiver)
     keys = [row(store, i)["alert_key"] for i in ids]
@@ -62,16 +62,16 @@ def test_json_webhook_gets_each_alert_in_order_and_marks_it_sent(
     assert bodies[0]["title"].startswith("[ceasefire] Story")
     assert "> The **ceasefire** holds in the east." in bodies[0]["message"]
     assert all(row(store, i)["status"] == "sent" for i in ids)
-    assert deliverer.deliver_due(store).messages == 0  # nothing sent twice
+    assert deliverer.deliver_due(store.outbox).messages == 0  # nothing sent twice
 
 
 def test_slack_payload_is_mrkdwn_escaped_and_within_limits(
-        store: Store, slack_site: Site) -> None:
+        store: Storage, slack_site: Site) -> None:
     long = "More words about the front line and the talks. " * 60
     add_alert(store, "slack", title=f"Title {HOSTILE}", evidence=(
         f"Feed text {HOSTILE} and the **ceasefire** is fragile & tense.", long, long, long))
     deliverer = Deliverer([channel("slack", SLACK_URL, max_length=1200)], settings())
-    assert deliverer.deliver_due(store).sent == 1
+    assert deliverer.deliver_due(store.outbox).sent == 1
     (request,) = [r for r in slack_site.requests if r.path == SLACK_PATH]
     payload = request.json()
     assert payload["mrkdwn"] is True
@@ -90,12 +90,12 @@ def test_slack_payload_is_mrkdwn_escaped_and_within_limits(
 
 
 def test_email_has_subject_html_and_text_parts_with_evidence_and_link(
-        store: Store, mailbox: Mailbox) -> None:
+        store: Storage, mailbox: Mailbox) -> None:
     add_alert(store, "mail", title="Talks <b>resume</b>", url="https://news.test/a?x=1&y=2",
               evidence=("The **ceasefire** holds <script>alert(1)</script>.",))
     url = (f"mailto://127.0.0.1:{mailbox.port}?from=newsmon@example.org&to=desk@example.org"
            "&smtp=127.0.0.1")
-    assert Deliverer([channel("mail", url)], settings()).deliver_due(store).sent == 1
+    assert Deliverer([channel("mail", url)], settings()).deliver_due(store.outbox).sent == 1
     (message,) = mailbox.messages
     assert str(message["subject"]) == "[ceasefire] Talks <b>resume</b>"
     html = message.get_body(preferencelist=("html",)).get_content()
@@ -133,7 +133,7 @@ class Script:
 
 
 def test_500_then_429_then_hang_then_recovery_loses_nothing_and_keeps_order(
-        store: Store) -> None:
+        store: Storage) -> None:
     script = Script(hang=4.0)
     with Site(routes={"/hook": script}) as site:
         ids = [add_alert(store, "hook") for _ in range(5)]
@@ -142,12 +142,12 @@ def test_500_then_429_then_hang_then_recovery_loses_nothing_and_keeps_order(
                               settings(timeout=1.0, retry_base=0.2, retry_max=0.5))
         runs: list[float] = []
         deadline = time.monotonic() + 20
-        while store.alert_counts().get("sent", 0) < 5 and time.monotonic() < deadline:
+        while store.outbox.counts().get("sent", 0) < 5 and time.monotonic() < deadline:
             started = time.monotonic()
-            deliverer.deliver_due(store)
+            deliverer.deliver_due(store.outbox)
             runs.append(time.monotonic() - started)
             time.sleep(0.05)
-    assert store.alert_counts() == {"sent": 5}
+    assert store.outbox.counts() == {"sent": 5}
     steps = [s for _, s, _ in script.log]
     assert steps[:4] == ["500", "429", "hang", "ok"]
     # The first alert was the one retried each time: nothing overtook it.
@@ -171,7 +171,7 @@ def test_retry_after_as_http_date() -> None:
 
 
 def test_a_refused_message_dies_after_max_attempts_and_is_reported(
-        store: Store, receiver: Site) -> None:
+        store: Storage, receiver: Site) -> None:
     receiver.routes["/refuse"] = (400, {}, b"bad request")
     alert_id = add_alert(store, "news")
     deliverer = Deliverer(
@@ -179,12 +179,12 @@ def test_a_refused_message_dies_after_max_attempts_and_is_reported(
          channel("ops", f"json://127.0.0.1:{receiver.port}/hook", admin=True)],
         settings(max_attempts=2))
     now = datetime.now(UTC)
-    assert deliverer.deliver_due(store, now=now).failed == 1
-    assert deliverer.deliver_due(store, now=now).failed == 0  # the channel is backing off
-    report = deliverer.deliver_due(store, now=now + timedelta(minutes=5))
+    assert deliverer.deliver_due(store.outbox, now=now).failed == 1
+    assert deliverer.deliver_due(store.outbox, now=now).failed == 0  # the channel is backing off
+    report = deliverer.deliver_due(store.outbox, now=now + timedelta(minutes=5))
     assert report.dead == 1
     assert row(store, alert_id)["status"] == "dead"
-    deliverer.deliver_due(store, now=now + timedelta(minutes=5))
+    deliverer.deliver_due(store.outbox, now=now + timedelta(minutes=5))
     (notice,) = posts(receiver, "/hook")
     key = row(store, alert_id)["alert_key"]
     assert notice["title"] == "[newsmon] Alerts to news could not be delivered"
@@ -192,55 +192,55 @@ def test_a_refused_message_dies_after_max_attempts_and_is_reported(
     assert str(receiver.port) not in notice["message"]  # no channel URL in it
 
 
-def test_an_outage_kills_by_age_not_by_attempts(store: Store, receiver: Site) -> None:
+def test_an_outage_kills_by_age_not_by_attempts(store: Storage, receiver: Site) -> None:
     receiver.routes["/down"] = (500, {}, b"down")
     t0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
     alert_id = add_alert(store, "news", at=t0)
     deliverer = Deliverer([channel("news", f"json://127.0.0.1:{receiver.port}/down")],
                           settings(max_attempts=2, max_age="1d"))
     for hours in (0, 1, 2, 3, 4):
-        assert deliverer.deliver_due(store, now=t0 + timedelta(hours=hours)).dead == 0
+        assert deliverer.deliver_due(store.outbox, now=t0 + timedelta(hours=hours)).dead == 0
     assert row(store, alert_id)["attempts"] == 5
-    assert deliverer.deliver_due(store, now=t0 + timedelta(days=1, hours=1)).dead == 1
+    assert deliverer.deliver_due(store.outbox, now=t0 + timedelta(days=1, hours=1)).dead == 1
     assert row(store, alert_id)["status"] == "dead"
 
 
-def test_admin_notices_are_rate_limited_into_a_digest(store: Store, receiver: Site) -> None:
+def test_admin_notices_are_rate_limited_into_a_digest(store: Storage, receiver: Site) -> None:
     for n in range(8):
-        store.enqueue_notice(f"feed-{n}-failing", f"Feed {n} failing", "timeout", ["ops"])
+        store.outbox.enqueue_notice(f"feed-{n}-failing", f"Feed {n} failing", "timeout", ["ops"])
     deliverer = Deliverer([channel("ops", f"json://127.0.0.1:{receiver.port}/hook", admin=True)],
                           settings(admin_throttle=3, admin_window=3600))
     now = datetime.now(UTC)
-    deliverer.deliver_due(store, now=now)
+    deliverer.deliver_due(store.outbox, now=now)
     assert len(posts(receiver)) == 3  # the throttle's allowance
-    deliverer.deliver_due(store, now=now + timedelta(minutes=30))
+    deliverer.deliver_due(store.outbox, now=now + timedelta(minutes=30))
     assert len(posts(receiver)) == 3  # the rest waits for the window to end
-    deliverer.deliver_due(store, now=now + timedelta(minutes=61))
+    deliverer.deliver_due(store.outbox, now=now + timedelta(minutes=61))
     bodies = posts(receiver)
     assert len(bodies) == 4
     assert "5 alerts" in bodies[-1]["title"]
     for n in range(3, 8):
         assert f"Feed {n} failing" in bodies[-1]["message"]
-    assert store.alert_counts() == {"sent": 8}
+    assert store.outbox.counts() == {"sent": 8}
 
 
-def test_alerts_for_a_removed_channel_fail_and_die(store: Store) -> None:
+def test_alerts_for_a_removed_channel_fail_and_die(store: Storage) -> None:
     alert_id = add_alert(store, "gone")
     deliverer = Deliverer([], settings(max_attempts=1))
-    report = deliverer.deliver_due(store)
+    report = deliverer.deliver_due(store.outbox)
     assert report.dead == 1
     assert "no longer configured" in row(store, alert_id)["last_error"]
 
 
 def test_log_channel_writes_each_alert_to_the_log(
-        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+        store: Storage, caplog: pytest.LogCaptureFixture) -> None:
     add_alert(store, "log")
     with caplog.at_level("INFO", logger="monitor.delivery.deliverer"):
-        assert Deliverer([], settings()).deliver_due(store).sent == 1
+        assert Deliverer([], settings()).deliver_due(store.outbox).sent == 1
     assert re.search(r"ALERT a\d+-ceasefire-log \[ceasefire\] Story", caplog.text)
 
 
-def test_a_slow_dripping_endpoint_is_cut_off_at_the_timeout(store: Store) -> None:
+def test_a_slow_dripping_endpoint_is_cut_off_at_the_timeout(store: Storage) -> None:
     def drip(handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
         # Headers one byte at a time: each read is quick, so a read timeout never fires.
         try:
@@ -258,7 +258,7 @@ def test_a_slow_dripping_endpoint_is_cut_off_at_the_timeout(store: Store) -> Non
         deliverer = Deliverer([channel(url=f"json://127.0.0.1:{site.port}/hook")],
                               settings(timeout=1.5))
         started = time.monotonic()
-        report = deliverer.deliver_due(store)
+        report = deliverer.deliver_due(store.outbox)
         elapsed = time.monotonic() - started
     assert report.failed == 1 and elapsed < 3.0
     assert "timed out" in row(store, alert_id)["last_error"]

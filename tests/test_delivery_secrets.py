@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from monitor.storage.store import Store
+from monitor.storage import open_storage
+from tests.helpers.configs import ConfigFactory
 from tests.helpers.delivery import add_alert
 from tests.helpers.paths import REPO
 from tests.helpers.servers import Site
@@ -24,19 +25,11 @@ def newsmon(config: Path, *args: str, env: dict[str, str]) -> subprocess.Complet
         cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
 
 
-def write_config(tmp_path: Path, channels: str) -> Path:
-    config = tmp_path / "newsmon.yaml"
-    config.write_text(
-        f"database: state.db\nrules: [{REPO / 'config' / 'rules'}]\nanalysis:\n  workers: 0\n"
-        f"channels:\n{channels}delivery:\n  timeout: 3s\n", encoding="utf-8")
-    return config
-
-
-def test_mistyped_apprise_urls_are_refused_with_masked_errors(tmp_path: Path) -> None:
+def test_mistyped_apprise_urls_are_refused_with_masked_errors(make_config: ConfigFactory) -> None:
     env = {"SLACK_URL": "slack://TBADSECRET/BBADSECRET/C!!bad$$SECRET",
            "TYPO_URL": "slak://TTYPOSECRET/BTYPOSECRET/CTYPOSECRET"}
-    config = write_config(tmp_path, "  - name: slack\n    url: ${SLACK_URL}\n"
-                                    "  - name: typo\n    url: ${TYPO_URL}\n")
+    config = make_config.write(database="state.db", delivery={"timeout": "3s"}, channels=[
+        {"name": "slack", "url": "${SLACK_URL}"}, {"name": "typo", "url": "${TYPO_URL}"}])
     for command in (("check",), ("run",), ("alerts", "test", "slack")):
         result = newsmon(config, *command, env=env)
         assert result.returncode == 2, (command, result.stderr[-2000:])
@@ -47,12 +40,13 @@ def test_mistyped_apprise_urls_are_refused_with_masked_errors(tmp_path: Path) ->
             assert "channel typo: apprise cannot use the URL slak://****" in output
 
 
-def test_a_failing_channel_at_debug_level_leaks_nothing(tmp_path: Path) -> None:
+def test_a_failing_channel_at_debug_level_leaks_nothing(tmp_path: Path, make_config: ConfigFactory) -> None:
     secret = "TOPSECRETPW42"
     with Site(routes={"/down": (500, {"Content-Type": "text/plain"}, b"no")}) as site:
         env = {"HOOK_URL": f"json://user:{secret}@127.0.0.1:{site.port}/down"}
-        config = write_config(tmp_path, "  - name: hook\n    url: ${HOOK_URL}\n")
-        store = Store(tmp_path / "state.db")
+        config = make_config.write(database="state.db", delivery={"timeout": "3s"},
+                                   channels=[{"name": "hook", "url": "${HOOK_URL}"}])
+        store = open_storage(tmp_path / "state.db")
         add_alert(store, "hook")
         store.close()
         once = newsmon(config, "once", env=env)
@@ -70,4 +64,5 @@ def test_a_failing_channel_at_debug_level_leaks_nothing(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "state.db")
     dump = "\n".join(db.iterdump())
     assert secret not in dump and f"127.0.0.1:{site.port}" not in dump
-    assert db.execute("SELECT last_error FROM alerts").fetchone()[0] == "HTTP 500"
+    # The cause as itself: the status and an excerpt of the service's answer.
+    assert db.execute("SELECT last_error FROM alerts").fetchone()[0] == "HTTP 500: no"

@@ -13,6 +13,7 @@ from monitor.config import FetchSettings
 from monitor.ingest.discover import discover, feed_links
 from monitor.ingest.fetch import Fetcher
 from monitor.ingest.netguard import EgressPolicy
+from tests.helpers.configs import ConfigFactory
 from tests.helpers.hostile import Canary
 from tests.helpers.servers import Site, rss
 
@@ -86,12 +87,9 @@ def test_discover_respects_the_egress_policy() -> None:
 
 
 def write_config(tmp_path: Path, urls: list[str]) -> Path:
-    path = tmp_path / "newsmon.yaml"
-    feeds = "\n".join(f"  - url: {u}" for u in urls) or "  []"
-    path.write_text(f"database: test.db\nfeeds:\n{feeds}\nrules: []\n"
-                    "fetch:\n  allow_networks: ['127.0.0.0/8']\n  timeout: 10s\n"
-                    "  failing_notice_after: 0s\n", encoding="utf-8")
-    return path
+    """No rules (polls store items, match nothing); a failing feed counts as failing at once."""
+    return ConfigFactory(tmp_path).write(database="test.db", feeds=urls, rules=[],
+                                         fetch={"failing_notice_after": "0s"})
 
 
 def test_discover_command(tmp_path: Path, site: Site) -> None:

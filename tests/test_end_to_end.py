@@ -12,9 +12,11 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.helpers.configs import ConfigFactory
 from tests.helpers.paths import REPO, SEED
 from tests.helpers.servers import Mailbox, Site, article_html, rss
 
@@ -30,21 +32,8 @@ def newsmon(*args: str, env: dict[str, str] | None = None,
     )
 
 
-def write_config(tmp_path: Path, feeds: list[str], channels: str = "", extra: str = "") -> Path:
-    rules = REPO / "config" / "rules"
-    feed_lines = "\n".join(f"  - url: {u}\n    interval: 5m" for u in feeds)
-    config = tmp_path / "newsmon.yaml"
-    config.write_text(
-        f"database: state/test.db\n"
-        f"feeds:\n{feed_lines}\n"
-        f"{channels}"
-        f"rules:\n  - {rules}\n"
-        f"fetch:\n  allow_networks: ['127.0.0.0/8']\n  timeout: 10s\n"
-        f"analysis:\n  workers: 1\n"
-        f"{extra}",
-        encoding="utf-8",
-    )
-    return config
+# As a user runs it: analysis in a worker process, not in the test's own.
+AS_A_USER: dict[str, Any] = {"interval": "5m", "analysis": {"workers": 1}}
 
 
 @pytest.fixture
@@ -65,14 +54,10 @@ def seed_site() -> Site:
 
 @pytest.mark.timeout(300)
 def test_once_alerts_all_three_topics_by_webhook_and_email(
-    tmp_path: Path, seed_site: Site, receiver: Site, mailbox: Mailbox
+    tmp_path: Path, make_config: ConfigFactory, seed_site: Site, receiver: Site, mailbox: Mailbox
 ) -> None:
-    channels = (
-        "channels:\n"
-        "  - name: hook\n    url: ${HOOK_URL}\n"
-        "  - name: mail\n    url: ${MAIL_URL}\n"
-    )
-    config = write_config(tmp_path, [seed_site.url("/feed.xml")], channels)
+    channels = [{"name": "hook", "url": "${HOOK_URL}"}, {"name": "mail", "url": "${MAIL_URL}"}]
+    config = make_config.write(feeds=[seed_site.url("/feed.xml")], channels=channels, **AS_A_USER)
     env = {
         "HOOK_URL": f"json://127.0.0.1:{receiver.port}/hook",
         "MAIL_URL": (f"mailto://127.0.0.1:{mailbox.port}?from=newsmon@example.org"
@@ -114,8 +99,9 @@ def test_once_alerts_all_three_topics_by_webhook_and_email(
 
 
 @pytest.mark.timeout(300)
-def test_without_channels_alerts_are_stored_and_logged(tmp_path: Path, seed_site: Site) -> None:
-    config = write_config(tmp_path, [seed_site.url("/feed.xml")])
+def test_without_channels_alerts_are_stored_and_logged(
+        tmp_path: Path, make_config: ConfigFactory, seed_site: Site) -> None:
+    config = make_config.write(feeds=[seed_site.url("/feed.xml")], **AS_A_USER)
     result = newsmon("--config", str(config), "once")
     assert result.returncode == 0, result.stderr
     for topic in TOPICS:
@@ -126,12 +112,13 @@ def test_without_channels_alerts_are_stored_and_logged(tmp_path: Path, seed_site
 
 
 @pytest.mark.timeout(300)
-def test_a_failing_feed_does_not_stop_the_others(tmp_path: Path, seed_site: Site) -> None:
+def test_a_failing_feed_does_not_stop_the_others(
+        tmp_path: Path, make_config: ConfigFactory, seed_site: Site) -> None:
     seed_site.routes["/broken.xml"] = (500, {"Content-Type": "text/plain"}, b"oops")
     seed_site.routes["/login.xml"] = (200, {"Content-Type": "text/html"},
                                       b"<html><body>Please log in</body></html>")
-    config = write_config(tmp_path, [seed_site.url("/broken.xml"), seed_site.url("/login.xml"),
-                                     seed_site.url("/feed.xml")])
+    config = make_config.write(feeds=[seed_site.url("/broken.xml"), seed_site.url("/login.xml"),
+                                      seed_site.url("/feed.xml")], **AS_A_USER)
     result = newsmon("--config", str(config), "once")
     assert result.returncode == 1  # something failed, and the exit code says so
     assert "broken.xml: http_status" in result.stderr

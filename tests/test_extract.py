@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import subprocess
@@ -152,3 +153,81 @@ def test_tag_cap_keeps_the_start_of_the_page() -> None:
 def test_page_language_reads_the_html_lang_attribute() -> None:
     assert page_language(b'<html lang="uk"><body></body></html>') == "uk"
     assert page_language(b"<html><body></body></html>") is None
+    assert page_language(b'<html class="no-js" lang="en-GB"><body></body></html>') == "en"
+    assert page_language(b"<html xml:lang='pt_BR'><body></body></html>") == "pt"
+    assert page_language(b'<html data-lang="de"><body></body></html>') is None
+    assert page_language(b'<html lang="x-default"><body></body></html>') is None
+
+
+def _page(lang: str) -> bytes:
+    return article_html("Title", [f"Paragraph {n} of a story long enough to be kept." * 3
+                                  for n in range(5)]).replace(b"lang='en'", f"lang='{lang}'".encode())
+
+
+def test_article_language_is_the_pages_html_lang_as_a_primary_subtag() -> None:
+    article, _ = build_article(ArticleInput(item=item(), feed_url="f", html=_page("en-GB")))
+    assert article.text_source == "page"
+    assert article.language == "en"
+    # The page's language wins over the feed's: it is the text that is judged.
+    feed_says = dataclasses.replace(item(), language="de-AT")
+    # (pt: a tag detection cannot judge; an English text on a uk page would be put right)
+    article, _ = build_article(ArticleInput(item=feed_says, feed_url="f", html=_page("pt-BR")))
+    assert article.language == "pt"
+
+
+def test_article_language_falls_back_to_the_feeds() -> None:
+    feed_says = dataclasses.replace(item(), language="de-AT")
+    article, _ = build_article(ArticleInput(item=feed_says, feed_url="f"))  # no page
+    assert (article.text_source, article.language) == ("summary", "de")
+    no_lang = article_html("T", ["Long enough paragraph of story text." * 10]).replace(
+        b" lang='en'", b"")
+    article, _ = build_article(ArticleInput(item=feed_says, feed_url="f", html=no_lang))
+    assert (article.text_source, article.language) == ("page", "de")
+    # An unused page (a short consent wall) does not say what the summary's language is...
+    wall = article_html("T", ["Accept cookies."]).replace(b"lang='en'", b"lang='fr'")
+    article, _ = build_article(ArticleInput(item=feed_says, feed_url="f", html=wall))
+    assert (article.text_source, article.language) == ("summary", "de")
+    # ...but it is better than nothing when the feed says nothing.
+    article, _ = build_article(ArticleInput(item=item(), feed_url="f", html=wall))
+    assert (article.text_source, article.language) == ("summary", "fr")
+    article, _ = build_article(ArticleInput(item=item(), feed_url="f"))
+    assert article.language == "en"  # no one says: detected from the text (analysis/detect.py)
+
+
+RSS = """<?xml version="1.0"?>
+<rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/"><channel><title>t</title>
+<link>https://x.example/</link><language>en-GB</language>
+<item><title>Channel language</title><link>https://x.example/1</link><description>s</description></item>
+<item><title>Own language</title><link>https://x.example/2</link><description>s</description>
+<dc:language>ru-RU</dc:language></item>
+</channel></rss>"""
+RDF = """<?xml version="1.0"?>
+<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns="http://purl.org/rss/1.0/"
+ xmlns:dc="http://purl.org/dc/elements/1.1/">
+<channel rdf:about="https://x.example/"><title>t</title><link>https://x.example/</link>
+<dc:language>fr-FR</dc:language></channel>
+<item rdf:about="https://x.example/1"><title>a</title><link>https://x.example/1</link></item>
+</rdf:RDF>"""
+ATOM = """<?xml version="1.0"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xml:lang="uk-UA"><title>t</title><id>urn:f</id>
+<entry><title>Feed language</title><id>urn:1</id><link href="https://x.example/1"/></entry>
+<entry xml:lang="ru"><title>Own language</title><id>urn:2</id><link href="https://x.example/2"/></entry>
+</feed>"""
+JSON_FEED = json.dumps({
+    "version": "https://jsonfeed.org/version/1.1", "title": "t", "language": "de-DE",
+    "items": [{"id": "1", "url": "https://x.example/1", "title": "Feed language"},
+              {"id": "2", "url": "https://x.example/2", "title": "Own", "language": "en-US"},
+              {"id": "3", "url": "https://x.example/3", "title": "Odd", "language": 7}],
+})
+
+
+@pytest.mark.parametrize(("content", "languages"), [
+    (RSS, ["en", "ru"]), (RDF, ["fr"]), (ATOM, ["uk", "ru"]), (JSON_FEED, ["de", "en", "de"]),
+], ids=["rss", "rdf", "atom", "json"])
+def test_article_language_from_the_feed(content: str, languages: list[str]) -> None:
+    """The item's own language (dc:language, xml:lang), else the feed's, reaches the article."""
+    from monitor.ingest.parse import parse_feed
+
+    feed = parse_feed(content.encode(), url="https://x.example/feed")
+    articles = [build_article(ArticleInput(item=i, feed_url="f"))[0] for i in feed.items]
+    assert [a.language for a in articles] == languages

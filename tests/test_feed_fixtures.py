@@ -1,7 +1,7 @@
 """The 38 real feeds of ../shared/fixtures/feeds, served on 127.0.0.1.
 
 Every file goes through the whole fetch + parse path (real loopback server,
-real Fetcher, Store): it yields its items (the count of index.tsv, titles in
+real Fetcher, storage): it yields its items (the count of index.tsv, titles in
 the right encoding, links and dates) or a clear per-feed "not a feed" error.
 Then one ``newsmon once`` subprocess polls all of them and must not crash.
 """
@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.feed import build, make_config, rows, run
+from tests.helpers.configs import ConfigFactory
+from tests.helpers.feed import build, pipeline_config, rows, run
 from tests.helpers.paths import REPO, shared_path
 from tests.helpers.servers import Site
 
@@ -98,7 +99,7 @@ def test_every_fixture_feed_yields_its_items_or_a_clear_error(
     site, index = feed_site
     assert len(index) == 38
     urls = {row["file"]: site.url(f"/{row['file']}") for row in index}
-    config = make_config(tmp_path, list(urls.values()), max_items_per_poll=500)
+    config = pipeline_config(tmp_path, list(urls.values()), max_items_per_poll=500)
     pipeline = build(config)
     report = run(pipeline, pipeline.run_cycle())
     by_file = {o.url.rsplit("/", 1)[1]: o for o in report.outcomes}
@@ -142,17 +143,14 @@ def test_formats_are_recognised(tmp_path: Path, feed_site: Any) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_newsmon_once_survives_all_38_feeds(tmp_path: Path, feed_site: Any) -> None:
+def test_newsmon_once_survives_all_38_feeds(tmp_path: Path, make_config: ConfigFactory,
+                                            feed_site: Any) -> None:
     site, index = feed_site
-    feed_lines = "\n".join(f"  - url: {site.url('/' + row['file'])}" for row in index)
-    config = tmp_path / "newsmon.yaml"
-    config.write_text(
-        f"database: state/fixtures.db\nfeeds:\n{feed_lines}\n"
-        f"rules:\n  - {REPO / 'config' / 'rules'}\n"
+    config = make_config.write(
+        database="state/fixtures.db", feeds=[site.url("/" + row["file"]) for row in index],
         # Article pages would be on real hosts: not fetched. Few items each: it is a crash test.
-        "fetch:\n  allow_networks: ['127.0.0.0/8']\n  timeout: 20s\n  fetch_articles: false\n"
-        "  max_items_per_poll: 3\n"
-        "analysis:\n  workers: 1\n", encoding="utf-8")
+        fetch={"timeout": "20s", "fetch_articles": False, "max_items_per_poll": 3},
+        analysis={"workers": 1})
     done = subprocess.run([sys.executable, "-m", "monitor", "--config", str(config), "once"],
                           cwd=REPO, capture_output=True, text=True, timeout=220,
                           env={**os.environ})

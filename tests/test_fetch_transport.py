@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from monitor.ingest.fetch import (
 from monitor.ingest.netguard import EgressPolicy
 from monitor.models import FetchError, FetchResult
 from tests.helpers.hostile import RSS, HostileServer, StaticResolver, big_body, encode_body
+from tests.helpers.loopback import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 2.0  # the per-request deadline used by these tests
@@ -670,14 +670,8 @@ def test_https_to_http_downgrade_refused(
 # --- A12: broken connections and bodies ------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_connection_refused(resolver: StaticResolver) -> None:
-    port = _closed_port()
+    port = free_port()  # nothing listens there
     pol = EgressPolicy(allowed_networks=["127.0.0.1/32"], allowed_ports=[port])
     out, elapsed = fetch(f"http://feed.test:{port}/feed", policy=pol, resolver=resolver)
     expect_error(out, "connection")

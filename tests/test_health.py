@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from monitor.config import load_config
+from monitor.records import iso, utcnow
 from monitor.runtime.daemon import Daemon
 from monitor.runtime.metrics import Metrics
 from monitor.runtime.status import evaluate
 from monitor.runtime.systemd import Notifier
-from monitor.storage.store import Store, iso, utcnow
+from monitor.storage import open_readonly, open_storage
 from tests.helpers.paths import SEED
 from tests.helpers.servers import Site, article_html, rss
 from tests.helpers.service import newsmon, wait_for, write_config
@@ -29,17 +30,18 @@ FEEDS = ["http://127.0.0.1:9/a.xml", "http://127.0.0.1:9/b.xml"]
 def _db(config: Path, *, cycle_age: float | None = 5, failing: int = 0, dead: int = 0) -> Path:
     """A database in the state a daemon would leave: feeds, a cycle, maybe failures."""
     cfg = load_config(config)
-    store = Store(cfg.database_path())
-    store.sync_feeds((f.url, f.name, f.tags) for f in cfg.feeds)
+    store = open_storage(cfg.database_path())
+    store.feeds.sync((f.url, f.name, f.tags) for f in cfg.feeds)
     if cycle_age is not None:
-        cycle = store.record_cycle(utcnow(), feeds_ok=2, feeds_failed=0, items_new=3, matches=1,
+        cycle = store.ops.record_cycle(utcnow(), feeds_ok=2, feeds_failed=0, items_new=3, matches=1,
                                    alerts=1)
         store.db.execute("UPDATE cycles SET finished_at = ? WHERE id = ?",
                          (iso(utcnow() - timedelta(seconds=cycle_age)), cycle))
     for url in FEEDS[:failing]:
-        store.record_poll_failure(store.feed_state(url).id, kind="http_status", message="HTTP 500")
+        store.feeds.record_poll_failure(store.feeds.get(url).id, kind="http_status",
+                                        message="HTTP 500")
     for n in range(dead):
-        store.enqueue_notice(f"k{n}", "t", "b", ["hook"])
+        store.outbox.enqueue_notice(f"k{n}", "t", "b", ["hook"])
         store.db.execute("UPDATE alerts SET status = 'dead'")
     path = store.path
     store.close()
@@ -79,8 +81,8 @@ def test_unhealthy_states(tmp_path: Path) -> None:
     }
     for name, state in cases.items():
         db = _db(config, **state)
-        store = Store.open_readonly(db)
-        report = evaluate(store, cfg)
+        store = open_readonly(db)
+        report = evaluate(store.views.status_figures(), cfg)
         store.close()
         assert not report.healthy, name
         text = " ".join(report.problems)
@@ -90,8 +92,8 @@ def test_unhealthy_states(tmp_path: Path) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
     # One feed failing out of two is reported, not unhealthy.
-    store = Store.open_readonly(_db(config, failing=1))
-    report = evaluate(store, cfg)
+    store = open_readonly(_db(config, failing=1))
+    report = evaluate(store.views.status_figures(), cfg)
     store.close()
     assert report.healthy and len(report.failing_feeds) == 1
     partly = newsmon("--config", str(config), "status")
@@ -125,7 +127,7 @@ def test_healthz_and_metrics_over_http_then_a_backup(tmp_path: Path) -> None:
         site.routes["/broken.xml"] = (500, {"Content-Type": "text/plain"}, b"oops")
         config = write_config(tmp_path, [site.url("/feed.xml"), site.url("/broken.xml")],
                               interval="10m",
-                              service="  http:\n    enabled: true\n    host: 127.0.0.1\n    port: 0\n")
+                              service={"http": {"enabled": True, "host": "127.0.0.1", "port": 0}})
 
         async def scenario() -> None:
             daemon = Daemon(load_config(config), notifier=Notifier(None))
@@ -152,7 +154,7 @@ def test_healthz_and_metrics_over_http_then_a_backup(tmp_path: Path) -> None:
                 assert 'newsmon_stage_seconds_count{stage="poll"} 2.0' in text
                 assert 'newsmon_alerts{state="pending"}' in text
                 # A dead alert makes /healthz answer 503.
-                daemon.runtime.store.db.execute(
+                daemon.runtime.storage.db.execute(
                     "UPDATE alerts SET status = 'dead' WHERE id = (SELECT MIN(id) FROM alerts)")
                 status, body, _ = await asyncio.to_thread(_get, base + "/healthz")
                 assert status == 503 and "dead alert" in " ".join(json.loads(body)["problems"])

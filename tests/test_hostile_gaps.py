@@ -31,26 +31,20 @@ from apprise.plugins.slack import NotifySlack
 from click.testing import CliRunner
 
 from monitor.cli.app import EXIT_CONFIG, cli
-from monitor.config import (
-    AnalysisSettings,
-    ChannelConfig,
-    Config,
-    FeedConfig,
-    FetchSettings,
-    ServiceSettings,
-    load_config,
-)
+from monitor.config import ChannelConfig, FeedConfig, ServiceSettings, load_config
 from monitor.delivery.deliverer import ChannelError, Deliverer
 from monitor.ingest.netguard import EgressPolicy
 from monitor.logs import setup_logging
+from monitor.records import parse_iso
+from monitor.runtime.cycles import PollOutcome
 from monitor.runtime.daemon import Daemon, Runtime
-from monitor.runtime.pipeline import PollOutcome
 from monitor.runtime.retention import maintain
 from monitor.runtime.systemd import Notifier
-from monitor.storage.store import Store, parse_iso
+from monitor.storage import open_storage
 from monitor.yamlfile import ConfigErrors
+from tests.helpers.configs import ConfigFactory
 from tests.helpers.delivery import add_alert, settings
-from tests.helpers.feed import MATCHING_TITLE, RULES, build, feed_row, make_config, rows, run
+from tests.helpers.feed import MATCHING_TITLE, build, feed_row, pipeline_config, rows, run
 from tests.helpers.hostile import RSS, Canary, HostileServer, StaticResolver
 from tests.helpers.servers import Site, rss
 from tests.helpers.service import write_config
@@ -87,12 +81,6 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
     monkeypatch.setattr(socket.socket, "connect", guarded)
     yield attempts
     assert attempts == [], f"tried to connect outside loopback: {attempts}"
-
-
-@pytest.fixture(scope="module")
-def hostile() -> Iterator[HostileServer]:
-    with HostileServer() as srv:
-        yield srv
 
 
 @pytest.fixture
@@ -192,7 +180,7 @@ def test_a1_slowloris_feed_fails_with_backoff_and_the_other_feed_still_polls(
         tmp_path: Path, hostile: HostileServer) -> None:
     """A1 + H6: the total deadline fails that feed only; it is recorded and backed off."""
     slow, good = hostile.url("/slowloris-headers"), hostile.url("/feed")
-    config = make_config(tmp_path, [slow, good], timeout=1.5)
+    config = pipeline_config(tmp_path, [slow, good], timeout=1.5)
     pipeline = build(config)
     started = time.monotonic()
     report = run(pipeline, pipeline.run_cycle())
@@ -220,7 +208,7 @@ def test_a8_a_200_that_is_not_a_feed_fails_and_keeps_the_items(
               "empty": (b"", "application/rss+xml"),
               "junk": (bytes(range(256)) * 16, "application/rss+xml")}
     site.routes["/feed"] = feed_of(good)
-    config = make_config(tmp_path, [site.url("/feed")])
+    config = pipeline_config(tmp_path, [site.url("/feed")])
     pipeline = build(config)
 
     async def scenario() -> list[PollOutcome]:
@@ -244,7 +232,7 @@ def test_a8_a_200_that_is_not_a_feed_fails_and_keeps_the_items(
 def test_a10_etag_churn_does_not_make_items_new_again(
         tmp_path: Path, hostile: HostileServer) -> None:
     """A10: a random ETag on every response; dedup is by item, so nothing is new twice."""
-    config = make_config(tmp_path, [hostile.url("/etag-churn")])
+    config = pipeline_config(tmp_path, [hostile.url("/etag-churn")])
     pipeline = build(config)
 
     async def scenario() -> list[PollOutcome]:
@@ -273,7 +261,7 @@ def test_a12_odd_headers_parse_the_bytes_or_fail_cleanly(
         url = site.url("/feed")
     else:
         url = hostile.url("/dup-headers" if case == "duplicate headers" else "/short-length")
-    config = make_config(tmp_path, [url])
+    config = pipeline_config(tmp_path, [url])
     pipeline = build(config)
     outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))
     if case == "content-length too small":
@@ -301,7 +289,7 @@ def test_b13_internal_item_links_are_refused_and_the_item_is_matched_on_feed_tex
              "link": link, "guid": f"g{n}"} for n, link in enumerate(links)]))
         # The feed itself is an intranet feed (allow_private); its links never are.
         feed = FeedConfig(url=site.url("/feed"), allow_private=True)
-        config = make_config(tmp_path, [feed], allow_networks=(), fetch_articles=True)
+        config = pipeline_config(tmp_path, [feed], allow_networks=(), fetch_articles=True)
         pipeline = build(config, real_matching=True)
         with caplog.at_level(logging.INFO, logger="monitor.runtime.pipeline"):
             outcome = run(pipeline, pipeline.poll(feed, force=True))
@@ -317,22 +305,16 @@ def test_b13_internal_item_links_are_refused_and_the_item_is_matched_on_feed_tex
     assert matched == 4  # matched on the feed text alone
 
 
-def _yaml_config(tmp_path: Path, feeds: str, fetch: str = "fetch_articles: false") -> Path:
-    path = tmp_path / "newsmon.yaml"
-    path.write_text(f"database: t.db\nfeeds:\n{feeds}rules: [{RULES}]\n"
-                    f"fetch: {{{fetch}}}\nanalysis: {{workers: 0}}\n", encoding="utf-8")
-    return path
-
-
 def test_b18_a_config_feed_on_an_internal_address_needs_allow_private(
-        tmp_path: Path, site: Site) -> None:
+        make_config: ConfigFactory, site: Site) -> None:
     """B18 Also: an internal feed URL in the config is refused by default; the per-feed
     ``allow_private: true`` escape hatch lets it through; ``file:`` is refused even then."""
     for path in ("/plain.xml", "/private.xml"):
         site.routes[path] = feed_of(RSS)
     plain, private = site.url("/plain.xml"), site.url("/private.xml")
-    config = load_config(_yaml_config(
-        tmp_path, f"  - url: {plain}\n  - url: {private}\n    allow_private: true\n"), environ={})
+    public_only = {"allow_networks": [], "fetch_articles": False}  # the default allow-list
+    config = make_config.load(feeds=[plain, {"url": private, "allow_private": True}],
+                              fetch=public_only, environ={})
     pipeline = build(config)
 
     async def scenario() -> list[PollOutcome]:
@@ -345,29 +327,26 @@ def test_b18_a_config_feed_on_an_internal_address_needs_allow_private(
     assert allowed.ok and allowed.new_items == 2
     assert [r.path for r in site.requests] == ["/private.xml"]
     with pytest.raises(ConfigErrors) as caught:
-        load_config(_yaml_config(tmp_path, "  - url: file:///etc/passwd\n    allow_private: true\n"),
-                    environ={})
+        make_config.load(feeds=[{"url": "file:///etc/passwd", "allow_private": True}],
+                         fetch=public_only, environ={})
     assert [e.key for e in caught.value.errors] == ["feeds.0.url"]
 
 
 def test_b18_the_port_allow_list_from_the_config_blocks_other_ports(
-        tmp_path: Path, site: Site) -> None:
+        tmp_path: Path, make_config: ConfigFactory, site: Site) -> None:
     """B18 Also: ``fetch.allowed_ports: [80, 443, 8080, 8443]`` refuses any other port
     before connecting; the same feed passes once its port is listed (the control)."""
     site.routes["/feed.xml"] = feed_of(RSS)
     url = site.url("/feed.xml")
-    feeds = f"  - url: {url}\n"
-    refused_cfg = load_config(_yaml_config(tmp_path, feeds, (
-        "fetch_articles: false, allow_networks: ['127.0.0.0/8'],"
-        " allowed_ports: [80, 443, 8080, 8443]")), environ={})
+    refused_cfg = make_config.load(database="t.db", feeds=[url], environ={}, fetch={
+        "fetch_articles": False, "allowed_ports": [80, 443, 8080, 8443]})  # 127.0.0.0/8 allowed
     pipeline = build(refused_cfg)
     outcome = run(pipeline, pipeline.poll(refused_cfg.feeds[0], force=True))
     assert not outcome.ok and outcome.error_kind == "blocked" and "port" in (outcome.error or "")
     assert site.requests == []
     (tmp_path / "t.db").unlink()
-    allowed_cfg = load_config(_yaml_config(tmp_path, feeds, (
-        "fetch_articles: false, allow_networks: ['127.0.0.0/8'],"
-        f" allowed_ports: [80, 443, {site.port}]")), environ={})
+    allowed_cfg = make_config.load(database="t.db", feeds=[url], environ={}, fetch={
+        "fetch_articles": False, "allowed_ports": [80, 443, site.port]})
     pipeline = build(allowed_cfg)
     assert run(pipeline, pipeline.poll(allowed_cfg.feeds[0], force=True)).ok
 
@@ -384,7 +363,7 @@ def test_c26_odd_dates_expire_by_first_seen_and_an_old_date_still_alerts(
         {"title": "Epoch", "guid": "e", "description": "x", "pubDate": "Thu, 01 Jan 1970 00:00:00 GMT"},
         {"title": "Garbage", "guid": "g", "description": "x", "pubDate": "the day after tomorrow"},
     ]))
-    config = make_config(tmp_path, [site.url("/dates")])
+    config = pipeline_config(tmp_path, [site.url("/dates")])
     weeks_ago = datetime.now(UTC) - timedelta(days=40)
     with time_machine.travel(weeks_ago, tick=True):
         pipeline = build(config, real_matching=True)
@@ -399,31 +378,29 @@ def test_c26_odd_dates_expire_by_first_seen_and_an_old_date_still_alerts(
     stored = {guid.rsplit("/", 1)[-1]: published
               for guid, published in rows(config, "SELECT guid, published FROM items")}
     assert stored["new-1970"].startswith("1970-01-01")  # stored as given
-    report = maintain(pipeline.store, ServiceSettings(body_retention=30 * 86400.0), idle=False)
+    report = maintain(pipeline.storage.ops, ServiceSettings(body_retention=30 * 86400.0), idle=False)
     assert report.bodies_pruned == 3
     pruned = dict(rows(config, "SELECT title, body_pruned FROM articles"))
     assert pruned == {"Future": 1, "Epoch": 1, "Garbage": 1, MATCHING_TITLE: 0}
-    pipeline.store.close()
+    pipeline.storage.close()
 
 
 def test_c28_markup_and_control_characters_reach_slack_as_escaped_plain_text(
-        tmp_path: Path, site: Site, slack_site: Site) -> None:
+        make_config: ConfigFactory, site: Site, slack_site: Site) -> None:
     """C28 end to end: a hostile feed title (Slack control sequences, markup, control
     characters) goes feed → parse → match → outbox → apprise → Slack, and arrives as
     escaped plain text: no mention, no channel ping, no disguised link."""
     hostile_title = (f"{MATCHING_TITLE} <!here> <!channel> <@U123ABC> "
                      "<https://evil.test|bank.com> \x01\x07\x1b[31m <script>steal()</script>")
     site.routes["/feed"] = feed_of(cdata_feed(hostile_title))
-    config = Config(
-        database=tmp_path / "t.db", feeds=(FeedConfig(url=site.url("/feed")),),
-        channels=(ChannelConfig(name="slack", url=SLACK_URL, rate_limit=0),), rules=(RULES,),
-        fetch=FetchSettings(allow_networks=("127.0.0.0/8",), fetch_articles=False),
-        analysis=AnalysisSettings(workers=0))
+    config = make_config.load(
+        feeds=[site.url("/feed")], channels=[{"name": "slack", "url": SLACK_URL, "rate_limit": 0}],
+        fetch={"fetch_articles": False})
     pipeline = build(config, real_matching=True)
     outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))
     assert outcome.ok and outcome.alerts == 2, outcome.summary()
-    report = Deliverer(config.channels, settings()).deliver_due(pipeline.store)
-    pipeline.store.close()
+    report = Deliverer(config.channels, settings()).deliver_due(pipeline.storage.outbox)
+    pipeline.storage.close()
     assert report.sent == 2
     payloads = [r.json() for r in slack_site.requests if r.path == SLACK_PATH]
     assert len(payloads) == 2
@@ -469,14 +446,12 @@ BAD_SLACK_URLS = {
 
 @pytest.mark.parametrize("name", list(BAD_SLACK_URLS))
 def test_e36_a_truncated_slack_url_fails_fast_with_a_masked_error_even_at_debug(
-        tmp_path: Path, name: str) -> None:
+        make_config: ConfigFactory, name: str) -> None:
     """E36: a Slack URL missing its third token, or a truncated hooks.slack.com URL:
     ``check`` and ``run`` refuse to start (exit 2) with the URL masked; nothing of the
     token is logged, at DEBUG either."""
     url = BAD_SLACK_URLS[name]
-    path = tmp_path / "c.yaml"
-    path.write_text(f"database: t.db\nrules: [{RULES}]\nanalysis: {{workers: 0}}\n"
-                    "channels:\n  - name: team\n    url: ${TEAM_URL}\n", encoding="utf-8")
+    path = make_config.write(channels=[{"name": "team", "url": "${TEAM_URL}"}])
     scheme = url.split("://", 1)[0]
     try:
         for command in ("check", "run"):
@@ -511,7 +486,8 @@ def test_e36_a_truncated_slack_url_fails_fast_with_a_masked_error_even_at_debug(
     assert not any("SECRET" in m or "hooks.slack.com/servi" in m for m in records), records
 
 
-def test_e37_an_unreadable_or_missing_secrets_file_refuses_to_start(tmp_path: Path) -> None:
+def test_e37_an_unreadable_or_missing_secrets_file_refuses_to_start(
+        tmp_path: Path, make_config: ConfigFactory) -> None:
     """E37: the env_file cannot be read (a directory, absent, or mode 000 for a non-root
     user): the config is refused, naming the file; the daemon does not start."""
     cases: dict[str, Callable[[Path], None]] = {
@@ -523,9 +499,8 @@ def test_e37_an_unreadable_or_missing_secrets_file_refuses_to_start(tmp_path: Pa
     for n, (label, make) in enumerate(cases.items()):
         env_file = tmp_path / f"secrets{n}.env"
         make(env_file)
-        path = tmp_path / f"c{n}.yaml"
-        path.write_text(f"env_file: {env_file.name}\ndatabase: t.db\nrules: [{RULES}]\n"
-                        "channels:\n  - name: hook\n    url: ${HOOK}\n", encoding="utf-8")
+        path = make_config.write(name=f"c{n}.yaml", extra={"env_file": env_file.name},
+                                 channels=[{"name": "hook", "url": "${HOOK}"}])
         with pytest.raises(ConfigErrors) as caught:
             load_config(path, environ={})
         (error,) = caught.value.errors
@@ -551,10 +526,9 @@ def test_f40_a_hung_endpoint_does_not_block_polling(tmp_path: Path, site: Site) 
         return 200, {"Content-Type": "application/json"}, b"{}"
 
     with Site(routes={"/hook": hang}) as hook:
-        config = write_config(tmp_path, [site.url("/feed.xml")], interval="1s", channels=(
-            f"channels:\n  - name: hook\n    url: json://127.0.0.1:{hook.port}/hook\n"
-            "    rate_limit: 0\n"))
-        store = Store(tmp_path / "state" / "test.db")
+        config = write_config(tmp_path, [site.url("/feed.xml")], interval="1s", channels=[
+            {"name": "hook", "url": f"json://127.0.0.1:{hook.port}/hook", "rate_limit": 0}])
+        store = open_storage(tmp_path / "state" / "test.db")
         add_alert(store, "hook")
         store.close()
         notifier = RecordingNotifier()
@@ -582,14 +556,14 @@ def test_f42_debug_logging_never_prints_the_slack_webhook(
         tmp_path: Path, slack_site: Site, capsys: pytest.CaptureFixture[str]) -> None:
     """F42: with logging at DEBUG, a Slack send logs nothing of the webhook tokens,
     even when the redaction filter does not know them (apprise and urllib3 pinned)."""
-    store = Store(tmp_path / "t.db")
+    store = open_storage(tmp_path / "t.db")
     add_alert(store, "slack")
     try:
         setup_logging("debug", "text", secrets=[])  # no known secrets: the pin alone
         assert logging.getLogger().getEffectiveLevel() == logging.DEBUG
         logging.getLogger("monitor.test").debug("debug logging is on")
         deliverer = Deliverer([ChannelConfig(name="slack", url=SLACK_URL, rate_limit=0)], settings())
-        assert deliverer.deliver_due(store).sent == 1
+        assert deliverer.deliver_due(store.outbox).sent == 1
         assert logging.getLogger("apprise").getEffectiveLevel() >= logging.INFO
         assert logging.getLogger("urllib3").getEffectiveLevel() >= logging.INFO
     finally:
@@ -613,12 +587,12 @@ def test_g48_every_store_connection_is_wal_with_full_sync(tmp_path: Path, site: 
     config = load_config(write_config(tmp_path, [site.url("/feed.xml")]))
     runtime = Runtime.build(config)
     try:
-        for store in (runtime.store, runtime.delivery_store):
+        for store in (runtime.storage, runtime.delivery_storage):
             assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         outcome = asyncio.run(runtime.pipeline.poll(config.feeds[0], force=True))
         assert outcome.ok and outcome.new_items == 2
-        assert runtime.store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert runtime.storage.db.execute("PRAGMA synchronous").fetchone()[0] == 2
         # A commit is durable for other connections (and the WAL is the file of record).
         assert Path(f"{config.database_path()}-wal").exists()
         other = sqlite3.connect(config.database_path())
@@ -715,7 +689,7 @@ def test_g50_a_stalled_poll_stops_the_watchdog_while_the_loop_still_runs(
     the event loop is not): WATCHDOG=1 stops and STATUS says why."""
     hostile.reset()
     config = write_config(tmp_path, [hostile.url("/slowloris-headers")], interval="1s",
-                          service="  poll_stall_timeout: 1s\n")
+                          service={"poll_stall_timeout": "1s"})
     notifier = RecordingNotifier()
 
     async def scenario(daemon: Daemon) -> None:

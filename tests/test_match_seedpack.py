@@ -7,17 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from monitor.cli.rules import _read_jsonl, evaluate
 from monitor.rules.classifier import Classifier
+from monitor.rules.evaluation import evaluate, read_jsonl
 from tests.helpers.paths import SEED
 from tests.helpers.rules import DEV, PACK, article
 
-# Dev figures when this floor was set (docs/rules.md has the table): the floor sits a
-# little under them so that a rule change that loses ground fails here.
+# Dev figures of the rules alone when this floor was set (the pack re-tuned on
+# train.jsonl: P/R/F1 0.893/0.962/0.926, 0.808/0.955/0.875, 0.875/1.000/0.933; docs/rules.md
+# has the table): the floor sits a little under them so that a rule change that loses
+# ground fails here. Rules alone, because the shipped learned stage was fitted on
+# train.jsonl and dev.jsonl together: with it, dev figures are training figures.
 FLOOR = {
-    "negotiation": {"precision": 0.88, "recall": 0.93, "f1": 0.91},
-    "ceasefire": {"precision": 0.95, "recall": 0.82, "f1": 0.88},
-    "aid": {"precision": 0.90, "recall": 0.97, "f1": 0.94},
+    "negotiation": {"precision": 0.87, "recall": 0.94, "f1": 0.90},
+    "ceasefire": {"precision": 0.78, "recall": 0.93, "f1": 0.85},
+    "aid": {"precision": 0.85, "recall": 0.97, "f1": 0.91},
 }
 
 @pytest.fixture(scope="module")
@@ -56,9 +59,11 @@ def test_listed_traps_do_not_fire(pack: Classifier, text: str) -> None:
 def test_dev_figures_stay_above_the_floor(pack: Classifier) -> None:
     if not DEV.exists():
         pytest.skip(f"{DEV} is absent: the shared eval set sits beside the checkout")
-    scores, bad = evaluate(pack, _read_jsonl(DEV))
-    assert bad == []
-    got = {t: s.as_dict() for t, s in scores.items()}
+    rules = Classifier(pack.ruleset, pack.analysers, learned=None)
+    result = evaluate(lambda a: {m.topic for m in rules.classify(a)}, [t.id for t in rules.topics],
+                      read_jsonl(DEV))
+    assert result.bad_lines == []
+    got = {t: s.as_dict() for t, s in result.scores.items()}
     for topic, floor in FLOOR.items():
         for metric, minimum in floor.items():
             assert got[topic][metric] >= minimum, (topic, metric, got[topic])

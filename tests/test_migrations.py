@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.storage import store as store_module
-from monitor.storage.store import SCHEMA_VERSION, Store, StoreError, connect
+from monitor.storage import SCHEMA_VERSION, StoreError, open_storage, schema
+from tests.helpers.delivery import due_alerts
 
 V1_DUMP = Path(__file__).parent / "data" / "schema_v1.sql"
 
@@ -29,7 +29,7 @@ def test_the_v1_database_is_really_v1(tmp_path: Path) -> None:
 
 def test_a_v1_database_upgrades_and_keeps_its_data(tmp_path: Path) -> None:
     path = v1_database(tmp_path)
-    store = Store(path)  # migrations run at start-up
+    store = open_storage(path)  # migrations run at start-up
     db = store.db
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -44,20 +44,21 @@ def test_a_v1_database_upgrades_and_keeps_its_data(tmp_path: Path) -> None:
     assert [r[0] for r in db.execute("SELECT guid FROM items ORDER BY id")] == ["g1", "g2"]
     match = next(db.query("SELECT * FROM matches"))
     assert match["topic"] == "negotiation" and "negotiations" in match["evidence"]
-    assert store.alert_counts() == {"sent": 1, "pending": 1}
-    assert store.last_cycle()["items_new"] == 2
-    assert store.get_meta("daemon_started_at") == "2025-01-10T09:59:00+00:00"
+    assert store.outbox.counts() == {"sent": 1, "pending": 1}
+    cycle = store.ops.last_cycle()
+    assert cycle is not None and cycle.items_new == 2
+    assert store.ops.get_meta("daemon_started_at") == "2025-01-10T09:59:00+00:00"
 
     # The upgraded store works: the pending alert is due, the seen items stay seen.
-    due = store.due_alerts()
+    due = due_alerts(store)
     assert [a.alert_key for a in due] == ["a1-negotiation-mail"]
-    assert store.known_article("url:https://news.example.org/a/1") == 1
+    assert store.items.known_article("url:https://news.example.org/a/1") == 1
     store.close()
 
     # Opening again is a no-op: nothing re-runs.
-    again = Store(path)
-    assert again.schema_version() == SCHEMA_VERSION
-    assert again.alert_counts() == {"sent": 1, "pending": 1}
+    again = open_storage(path)
+    assert again.ops.schema_version() == SCHEMA_VERSION
+    assert again.outbox.counts() == {"sent": 1, "pending": 1}
     again.close()
 
 
@@ -65,16 +66,16 @@ def test_a_failing_migration_rolls_back_and_keeps_the_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = v1_database(tmp_path)
-    Store(path).close()  # up to the current version
+    open_storage(path).close()  # up to the current version
 
     def broken(db) -> None:  # type: ignore[no-untyped-def]
         db.execute("CREATE TABLE half_done (x INTEGER)")
         raise sqlite3.OperationalError("simulated failure in the middle of a migration")
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, broken])
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, broken])
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(StoreError, match="simulated failure"):
-        Store(path)
+        open_storage(path)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -87,4 +88,4 @@ def test_a_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
     conn.close()
     with pytest.raises(StoreError, match="newer than this newsmon"):
-        connect(path)
+        open_storage(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from monitor.ingest.parse import FeedParseError, parse_feed, trim_items
-from tests.helpers.feed import build, make_config, rows, run
+from tests.helpers.feed import build, pipeline_config, rows, run
 from tests.helpers.servers import Site
 
 URL = "http://127.0.0.1/feeds/main.xml"
@@ -106,7 +106,7 @@ def test_json_feed_is_sniffed_without_a_content_type_and_errors_are_clear() -> N
 
 def test_json_feed_through_the_pipeline(tmp_path: Path, site: Site) -> None:
     site.routes["/feed.json"] = (200, {"Content-Type": "application/feed+json"}, json_feed())
-    config = make_config(tmp_path, [site.url("/feed.json")])
+    config = pipeline_config(tmp_path, [site.url("/feed.json")])
     pipeline = build(config)
     outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))
     assert outcome.ok and outcome.new_items == 3

@@ -1,7 +1,7 @@
 """Hostile feed content (docs: shared/spec/hostile-inputs.md, section C, cases 19-28).
 
 Parser-level cases call ``parse_feed`` on bytes; the others go through the real
-pipeline (loopback server, real fetcher, Store on a temp file). XXE cases run
+pipeline (loopback server, real fetcher, storage on a temp file). XXE cases run
 a canary listener on 127.0.0.1 that must never be reached.
 """
 
@@ -20,13 +20,14 @@ import pytest
 from monitor.config import FeedConfig
 from monitor.ingest import parse
 from monitor.ingest.parse import MAX_SUMMARY, MAX_TITLE, FeedParseError, check_expat, parse_feed
+from tests.helpers.configs import ConfigFactory
 from tests.helpers.feed import (
     MATCHING_TITLE,
     FastProcessor,
     build,
     feed_row,
-    make_config,
     notices,
+    pipeline_config,
     rows,
     run,
 )
@@ -104,14 +105,15 @@ def test_expat_itself_stops_a_one_line_billion_laughs() -> None:
     assert "lollollollollollollollollollol" * 10 not in result["text"]
 
 
-def test_expat_version_is_checked_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_expat_version_is_checked_at_start_up(monkeypatch: pytest.MonkeyPatch,
+                                              make_config: ConfigFactory) -> None:
     check_expat()  # this interpreter's libexpat is recent enough
     monkeypatch.setattr(parse.pyexpat, "version_info", (2, 2, 10))
     with pytest.raises(RuntimeError, match=r"2\.4\.0 or newer"):
         check_expat()
     from monitor.runtime.pipeline import Pipeline
     with pytest.raises(RuntimeError):
-        Pipeline(make_config(Path("/nonexistent"), []), None, None, None)  # type: ignore[arg-type]
+        Pipeline(make_config.load(), None, None, None)  # type: ignore[arg-type]
 
 
 # --- 21: XXE ------------------------------------------------------------------------------
@@ -156,7 +158,7 @@ def test_xxe_through_the_pipeline(tmp_path: Path, site: Site) -> None:
     with Canary() as canary:
         docs = xxe_documents(canary)
         urls = [served(site, f"/{name}", body) for name, body in docs.items()]
-        config = make_config(tmp_path, urls)
+        config = pipeline_config(tmp_path, urls)
         pipeline = build(config)
         report = run(pipeline, pipeline.run_cycle())
         kinds = {o.url.rsplit("/", 1)[1]: o.error_kind for o in report.outcomes}
@@ -174,7 +176,7 @@ def test_a_10_mb_feed_is_refused_by_the_byte_cap(tmp_path: Path, site: Site) -> 
     body = doc(b"".join(item(f"Item {i}", f"g{i}", "<description>" + "x" * 5000
                              + "</description>") for i in range(2000)))
     assert len(body) > 10_000_000
-    config = make_config(tmp_path, [served(site, "/big", body)])
+    config = pipeline_config(tmp_path, [served(site, "/big", body)])
     pipeline = build(config)
     outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))
     assert outcome.error_kind == "too_large"
@@ -185,7 +187,7 @@ def test_a_100000_item_feed_processes_only_the_newest_n_quickly(tmp_path: Path, 
     body = doc(b"".join(b"<item><title>%d</title><guid>%d</guid></item>" % (i, i)
                         for i in range(100_000)))
     assert len(body) < 5 * 1024 * 1024  # under the byte cap: the parse must bound itself
-    config = make_config(tmp_path, [served(site, "/many", body)], max_items_per_poll=200)
+    config = pipeline_config(tmp_path, [served(site, "/many", body)], max_items_per_poll=200)
     pipeline = build(config)
     started = time.monotonic()
     outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))
@@ -256,7 +258,7 @@ def test_duplicate_guids_in_one_feed_store_one_item(tmp_path: Path, site: Site) 
     body = rss([{"title": "First", "guid": "same", "link": "http://127.0.0.1/a/1"},
                 {"title": "Second", "guid": "same", "link": "http://127.0.0.1/a/2"},
                 {"title": "Third", "guid": "other", "link": "http://127.0.0.1/a/3"}])
-    config = make_config(tmp_path, [served(site, "/dups", body)])
+    config = pipeline_config(tmp_path, [served(site, "/dups", body)])
     pipeline = build(config)
     outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))
     assert outcome.new_items == 2
@@ -269,7 +271,7 @@ def test_the_same_story_in_two_feeds_alerts_once(tmp_path: Path, site: Site) -> 
     feed_a = served(site, "/a", rss([{**story, "guid": "a-1"}]))
     feed_b = served(site, "/b", rss([{**story, "guid": "b-77",
                                       "link": "https://news.example/peace-deal?utm_medium=b"}]))
-    config = make_config(tmp_path, [feed_a, feed_b])
+    config = pipeline_config(tmp_path, [feed_a, feed_b])
     pipeline = build(config, real_matching=True)
 
     async def scenario() -> list[Any]:
@@ -292,7 +294,7 @@ def test_guid_churn_with_tracking_parameters_alerts_at_most_once(tmp_path: Path,
             {"title": MATCHING_TITLE, "description": MATCHING_TITLE, "link": link, "guid": link}])
 
     site.routes["/churn"] = churning
-    config = make_config(tmp_path, [site.url("/churn")])
+    config = pipeline_config(tmp_path, [site.url("/churn")])
     pipeline = build(config, real_matching=True)
 
     async def scenario() -> list[Any]:
@@ -317,7 +319,7 @@ def test_the_churn_circuit_breaker_holds_alerts_and_warns_once(tmp_path: Path, s
         return 200, {"Content-Type": "application/rss+xml"}, rss(stories)
 
     site.routes["/churn"] = churning
-    config = make_config(tmp_path, [site.url("/churn")], churn_polls=2, churn_ratio=0.8,
+    config = pipeline_config(tmp_path, [site.url("/churn")], churn_polls=2, churn_ratio=0.8,
                          churn_min_items=5)
     pipeline = build(config, real_matching=True)
 
@@ -356,7 +358,7 @@ def test_odd_dates_are_stored_as_given_and_never_drop_an_item(tmp_path: Path, si
             *extra])
 
     url = served(site, "/dates", body([]))
-    config = make_config(tmp_path, [url])
+    config = pipeline_config(tmp_path, [url])
     pipeline = build(config)
 
     async def scenario() -> list[Any]:
@@ -401,7 +403,7 @@ def test_missing_relative_and_guid_links(tmp_path: Path, site: Site) -> None:
         + item("Guid permalink", "https://news.example/p/2")
         + item("Script link", "j", "<link>javascript:alert(1)</link>"))
     url = served(site, "/links", body)
-    config = make_config(tmp_path, [url], fetch_articles=True)
+    config = pipeline_config(tmp_path, [url], fetch_articles=True)
     pipeline = build(config)
     outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))
     assert outcome.new_items == 5
@@ -449,7 +451,7 @@ def test_c1_controls_from_windows_1252_are_mapped_back() -> None:
 
 def test_a_feed_without_the_breaker_alerts_normally(tmp_path: Path, site: Site) -> None:
     """Control for the breaker test: a normal feed's first polls are not held."""
-    config = make_config(tmp_path, [FeedConfig(url=served(site, "/ok", rss([
+    config = pipeline_config(tmp_path, [FeedConfig(url=served(site, "/ok", rss([
         {"title": MATCHING_TITLE, "guid": "x", "description": MATCHING_TITLE}])))])
     pipeline = build(config, real_matching=True)
     outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))

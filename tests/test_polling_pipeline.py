@@ -14,19 +14,20 @@ import pytest
 import time_machine
 
 from monitor.config import FeedConfig
+from monitor.records import iso, parse_iso
 from monitor.runtime.pipeline import Pipeline
-from monitor.storage.store import iso, parse_iso
 from tests.helpers.feed import (
     FastProcessor,
     build,
     feed_row,
-    make_config,
     notices,
+    pipeline_config,
     rows,
     run,
 )
 from tests.helpers.hostile import HostileServer, StaticResolver
-from tests.helpers.servers import Site, free_port, rss
+from tests.helpers.loopback import free_port
+from tests.helpers.servers import Site, rss
 
 
 def items(n: int, *, prefix: str = "Story", base: str = "http://127.0.0.1/a/",
@@ -61,7 +62,7 @@ def test_conditional_get_sends_validators_and_a_304_is_a_success(
         return feed_route(body, ETag='"v1"', **{"Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT"})
 
     site.routes["/feed"] = conditional
-    config = make_config(tmp_path, [site.url("/feed")])
+    config = pipeline_config(tmp_path, [site.url("/feed")])
     pipeline = build(config)
 
     async def scenario() -> list[Any]:
@@ -80,7 +81,7 @@ def test_conditional_get_sends_validators_and_a_304_is_a_success(
 
 def test_an_unchanged_body_is_not_parsed_again(tmp_path: Path, site: Site) -> None:
     site.routes["/feed"] = feed_route(rss(items(5)))  # no validators at all
-    config = make_config(tmp_path, [site.url("/feed")])
+    config = pipeline_config(tmp_path, [site.url("/feed")])
     pipeline = build(config)
 
     async def scenario() -> list[Any]:
@@ -97,7 +98,7 @@ def test_only_the_newest_n_items_of_a_huge_feed_are_processed(tmp_path: Path, si
     listed.reverse()  # oldest last, as usual
     listed.insert(150, listed.pop(0))  # the newest one hidden in the middle
     site.routes["/feed"] = feed_route(rss(listed))
-    config = make_config(tmp_path, [site.url("/feed")], max_items_per_poll=20)
+    config = pipeline_config(tmp_path, [site.url("/feed")], max_items_per_poll=20)
     pipeline = build(config)
     outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))
     assert outcome.items == 20 and outcome.new_items == 20
@@ -107,7 +108,7 @@ def test_only_the_newest_n_items_of_a_huge_feed_are_processed(tmp_path: Path, si
 
 def test_per_feed_max_items_wins(tmp_path: Path, site: Site) -> None:
     site.routes["/feed"] = feed_route(rss(items(30)))
-    config = make_config(tmp_path, [FeedConfig(url=site.url("/feed"), max_items=7)])
+    config = pipeline_config(tmp_path, [FeedConfig(url=site.url("/feed"), max_items=7)])
     pipeline = build(config)
     assert run(pipeline, pipeline.poll(config.feeds[0], force=True)).items == 7
 
@@ -118,7 +119,7 @@ def test_per_feed_max_items_wins(tmp_path: Path, site: Site) -> None:
 def test_max_age_sets_the_next_poll_and_poll_returns_not_due_until_then(
         tmp_path: Path, site: Site) -> None:
     site.routes["/feed"] = feed_route(rss(items(2)), **{"Cache-Control": "max-age=1800"})
-    config = make_config(tmp_path, [site.url("/feed")], adaptive=False)  # base: 10 min
+    config = pipeline_config(tmp_path, [site.url("/feed")], adaptive=False)  # base: 10 min
     pipeline = build(config)
     feed = config.feeds[0]
 
@@ -145,7 +146,7 @@ def test_rss_ttl_is_remembered_for_later_304s(tmp_path: Path, site: Site) -> Non
         return feed_route(body, ETag='"t"')
 
     site.routes["/feed"] = conditional
-    config = make_config(tmp_path, [site.url("/feed")], adaptive=False)
+    config = pipeline_config(tmp_path, [site.url("/feed")], adaptive=False)
     pipeline = build(config)
 
     async def scenario() -> list[Any]:
@@ -158,7 +159,7 @@ def test_rss_ttl_is_remembered_for_later_304s(tmp_path: Path, site: Site) -> Non
 
 def test_retry_after_on_429_is_honoured_and_capped(tmp_path: Path) -> None:
     with HostileServer() as srv:  # /429 answers Retry-After: 3600
-        config = make_config(tmp_path, [srv.url("/429")], retry_after_max=1200)
+        config = pipeline_config(tmp_path, [srv.url("/429")], retry_after_max=1200)
         pipeline = build(config)
         outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))
     assert not outcome.ok and outcome.error_kind == "http_status"
@@ -192,7 +193,7 @@ def test_a_429_pauses_every_feed_of_that_host_until_retry_after(
     site.routes["/a"] = (429, {"Content-Type": "text/plain", "Retry-After": "120"}, b"slow down")
     site.routes["/b"] = feed_route(rss(items(2)))
     with Site(routes={"/c": feed_route(rss(items(1, prefix="Other")))}) as other:
-        config = make_config(tmp_path, [site.url("/a"), site.url("/b"), other.url("/c")])
+        config = pipeline_config(tmp_path, [site.url("/a"), site.url("/b"), other.url("/c")])
         pipeline = build(config)
         a, b, c = config.feeds
 
@@ -228,7 +229,7 @@ def test_a_503_without_retry_after_pauses_the_host_for_the_backoff_base(
         tmp_path: Path, site: Site) -> None:
     site.routes["/a"] = (503, {"Content-Type": "text/plain"}, b"down")
     site.routes["/b"] = feed_route(rss(items(1)))
-    config = make_config(tmp_path, [site.url("/a"), site.url("/b")], backoff_base=300)
+    config = pipeline_config(tmp_path, [site.url("/a"), site.url("/b")], backoff_base=300)
     pipeline = build(config)
     a, b = config.feeds
 
@@ -257,7 +258,7 @@ def test_article_pages_on_a_paused_host_are_not_fetched(tmp_path: Path, site: Si
         site.routes["/one"] = feed_route(rss(items(2, base=other.url("/news/"))))
         site.routes["/two"] = feed_route(rss(items(2, prefix="Later",
                                                    base=other.url("/news/"))))
-        config = make_config(tmp_path, [site.url("/one"), other.url("/feed"), site.url("/two")],
+        config = pipeline_config(tmp_path, [site.url("/one"), other.url("/feed"), site.url("/two")],
                              fetch_articles=True)
         pipeline = build(config)
 
@@ -278,7 +279,7 @@ def test_article_pages_on_a_paused_host_are_not_fetched(tmp_path: Path, site: Si
 
 def test_errors_back_off_and_the_feed_is_never_given_up(tmp_path: Path, site: Site) -> None:
     site.routes["/feed"] = (500, {"Content-Type": "text/plain"}, b"down")
-    config = make_config(tmp_path, [site.url("/feed")], backoff_base=100, backoff_max=700,
+    config = pipeline_config(tmp_path, [site.url("/feed")], backoff_base=100, backoff_max=700,
                          min_interval=10)
     pipeline = build(config)
 
@@ -300,7 +301,7 @@ def test_errors_back_off_and_the_feed_is_never_given_up(tmp_path: Path, site: Si
 
 def _dead_hosts_config(tmp_path: Path, names: list[str], **fetch: Any) -> Any:
     port = free_port()  # nothing listens there: connection refused, instantly
-    return make_config(tmp_path, [f"http://{n}:{port}/feed" for n in names], **fetch)
+    return pipeline_config(tmp_path, [f"http://{n}:{port}/feed" for n in names], **fetch)
 
 
 def test_a_network_outage_in_a_cycle_is_not_counted_against_the_feeds(tmp_path: Path) -> None:
@@ -321,7 +322,7 @@ def test_a_network_outage_in_a_cycle_is_not_counted_against_the_feeds(tmp_path: 
 def test_one_dead_host_among_working_ones_is_counted(tmp_path: Path, site: Site) -> None:
     site.routes["/feed"] = feed_route(rss(items(1)))
     port = free_port()
-    config = make_config(tmp_path, [site.url("/feed"), f"http://a.test:{port}/f",
+    config = pipeline_config(tmp_path, [site.url("/feed"), f"http://a.test:{port}/f",
                                     f"http://b.test:{port}/f", f"http://c.test:{port}/f"])
     resolver = StaticResolver({"a.test": "127.0.0.1", "b.test": "127.0.0.1",
                                "c.test": "127.0.0.1", "127.0.0.1": "127.0.0.1"})
@@ -352,7 +353,7 @@ def test_user_agent_per_feed_headers_and_cookies_are_sent(tmp_path: Path, site: 
     site.routes["/feed"] = feed_route(rss(items(1)))
     feed = FeedConfig(url=site.url("/feed"), headers={"Authorization": "Bearer t0k"},
                       cookies={"session": "abc", "lang": "en"})
-    config = make_config(tmp_path, [feed], user_agent="newsmon-test/9 (+ops@example.org)")
+    config = pipeline_config(tmp_path, [feed], user_agent="newsmon-test/9 (+ops@example.org)")
     pipeline = build(config)
     assert run(pipeline, pipeline.poll(feed, force=True)).ok
     sent = site.requests[0].headers
@@ -364,7 +365,7 @@ def test_user_agent_per_feed_headers_and_cookies_are_sent(tmp_path: Path, site: 
 def test_a_per_feed_proxy_is_used(tmp_path: Path) -> None:
     with HostileServer() as proxy:
         feed = FeedConfig(url="http://feed.test/feed", proxy=proxy.url("/").rstrip("/"))
-        config = make_config(tmp_path, [feed])
+        config = pipeline_config(tmp_path, [feed])
         pipeline = build(config)
         outcome = run(pipeline, pipeline.poll(feed, force=True))
         assert outcome.ok and outcome.new_items == 2, outcome.summary()
@@ -374,7 +375,7 @@ def test_a_per_feed_proxy_is_used(tmp_path: Path) -> None:
 def test_the_global_concurrency_limit_holds_in_a_cycle(tmp_path: Path) -> None:
     with HostileServer() as srv:
         urls = [srv.url(f"/hold?ms=150&n={i}") for i in range(12)]
-        config = make_config(tmp_path, urls, concurrency=3, per_host=10)
+        config = pipeline_config(tmp_path, urls, concurrency=3, per_host=10)
         pipeline = build(config)
         started = time.monotonic()
         report = run(pipeline, pipeline.run_cycle())
@@ -390,7 +391,7 @@ def test_the_global_concurrency_limit_holds_in_a_cycle(tmp_path: Path) -> None:
 def test_a_failing_feed_raises_one_notice_and_one_on_recovery(tmp_path: Path, site: Site) -> None:
     # A 500, not a 503: a 503 also pauses the host, and these polls are back to back.
     site.routes["/feed"] = (500, {"Content-Type": "text/plain"}, b"down")
-    config = make_config(tmp_path, [site.url("/feed")], failing_notice_after=0)
+    config = pipeline_config(tmp_path, [site.url("/feed")], failing_notice_after=0)
     pipeline = build(config)
 
     async def scenario() -> None:
@@ -412,12 +413,12 @@ def test_a_failing_feed_raises_one_notice_and_one_on_recovery(tmp_path: Path, si
 def test_a_feed_gone_quiet_raises_one_notice(tmp_path: Path, site: Site) -> None:
     site.routes["/feed"] = (200, {"Content-Type": "application/rss+xml", "ETag": '"q"'},
                             rss(items(1)))
-    config = make_config(tmp_path, [site.url("/feed")], quiet_min=3600, quiet_factor=5)
+    config = pipeline_config(tmp_path, [site.url("/feed")], quiet_min=3600, quiet_factor=5)
     pipeline = build(config)
     url = site.url("/feed")
     run(pipeline, pipeline.poll(config.feeds[0], force=True))
     # It used to bring 24 items a day; the last one came 2 days ago.
-    pipeline.store.db.execute("UPDATE feeds SET items_per_day = 24, last_new_at = ?, body_hash"
+    pipeline.storage.db.execute("UPDATE feeds SET items_per_day = 24, last_new_at = ?, body_hash"
                               " = NULL WHERE url = ?",
                               (iso(datetime.now(UTC) - timedelta(days=2)), url))
     pipeline = build(config)
@@ -444,7 +445,7 @@ def test_items_per_day_and_last_new_are_computed(tmp_path: Path, site: Site) -> 
     listed.append({"title": "From the future", "guid": "future", "description": "x",
                    "pubDate": "Fri, 01 Jan 2100 00:00:00 GMT"})
     site.routes["/feed"] = feed_route(rss(listed))
-    config = make_config(tmp_path, [site.url("/feed")])
+    config = pipeline_config(tmp_path, [site.url("/feed")])
     pipeline = build(config)
     outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))
     row = feed_row(config, site.url("/feed"))
@@ -462,7 +463,7 @@ def test_parsing_a_big_feed_does_not_block_the_event_loop(tmp_path: Path, site: 
     for i in big:
         i["description"] = "Lorem ipsum dolor sit amet. " * 40
     site.routes["/feed"] = feed_route(rss(big))
-    config = make_config(tmp_path, [site.url("/feed")], max_items_per_poll=1000)
+    config = pipeline_config(tmp_path, [site.url("/feed")], max_items_per_poll=1000)
     pipeline = build(config)
 
     async def scenario() -> float:
@@ -486,7 +487,7 @@ def test_parsing_a_big_feed_does_not_block_the_event_loop(tmp_path: Path, site: 
 
 @pytest.mark.parametrize("kind", ["connection"])
 def test_failure_kinds_are_stored(tmp_path: Path, kind: str) -> None:
-    config = make_config(tmp_path, [f"http://127.0.0.1:{free_port()}/feed"])
+    config = pipeline_config(tmp_path, [f"http://127.0.0.1:{free_port()}/feed"])
     pipeline = build(config)
     outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))
     assert outcome.error_kind == kind
@@ -496,9 +497,9 @@ def test_failure_kinds_are_stored(tmp_path: Path, kind: str) -> None:
 def test_poll_state_commits_lazily_and_restores_full_sync(tmp_path: Path, site: Site) -> None:
     """Poll-state writes skip the fsync; the connection goes back to FULL for items."""
     site.routes["/feed"] = feed_route(rss(items(2)))
-    config = make_config(tmp_path, [site.url("/feed")])
+    config = pipeline_config(tmp_path, [site.url("/feed")])
     pipeline = build(config)
     assert run(pipeline, pipeline.poll(config.feeds[0], force=True)).ok
-    assert pipeline.store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert pipeline.storage.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     row = feed_row(config, site.url("/feed"))  # another connection sees the commit
     assert row["last_success_at"] and row["items_total"] == 2

@@ -18,7 +18,7 @@ def test_json_lines_carry_the_feed_and_mask_secrets(tmp_path: Path) -> None:
         site.routes["/broken.xml"] = (500, {"Content-Type": "text/plain"}, b"oops")
         config = write_config(
             tmp_path, [site.url("/feed.xml"), site.url("/broken.xml")],
-            channels="channels:\n  - name: ops\n    url: ${OPS_URL}\n    admin: true\n")
+            channels=[{"name": "ops", "url": "${OPS_URL}", "admin": True}])
         result = newsmon("--log-format", "json", "--config", str(config), "once",
                          env={"OPS_URL": "json://127.0.0.1:9/hook-sEcReT-token"})
     assert result.returncode == 1  # the broken feed failed

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.runtime.systemd import TEST_WEDGE_ENV, Notifier, ProgressMonitor
+from monitor.runtime.systemd import Notifier, ProgressMonitor
 from tests.helpers.servers import Site, rss
 from tests.helpers.service import DaemonProcess, NotifySocket, wait_for, write_config
+from tests.helpers.wedged import WEDGE_AFTER_ENV
 
 
 def test_notifier_sends_datagrams_to_a_path_socket() -> None:
@@ -73,7 +74,7 @@ def test_ready_then_watchdog_pings_that_stop_when_the_loop_wedges(
     notify = NotifySocket()
     config = write_config(tmp_path, [feed_site.url("/feed.xml")], interval="1s")
     daemon = DaemonProcess(config, env={"NOTIFY_SOCKET": notify.name, "WATCHDOG_USEC": "1000000",
-                                        TEST_WEDGE_ENV: "4"})
+                                        WEDGE_AFTER_ENV: "4"}, module="tests.helpers.wedged")
     try:
         wait_for(lambda: notify.fields("READY"), 30, "READY=1")
         ready_at = notify.fields("READY")[0][0]

@@ -1,14 +1,18 @@
-"""The analyse stage: tokens, sentences, lemmas and (optionally) entities.
+"""The analyse stage: tokens, sentences, lemmas and (optionally) entities, per language.
 
-The default pipeline is ``spacy.blank("en")`` + sentencizer + a lookup
-lemmatizer (``spacy-lookups-data``): about 5 ms per 1,000 words and no
-download. A trained pipeline named in config (``en_core_web_sm``) is used when
-installed, for its named entities; otherwise entity conditions rely on the rule
-files' gazetteer, added as an ``EntityRuler`` by ``monitor.rules.classifier``.
+An ``Analyser`` is one language's pipeline, built as its ``LanguageSupport``
+(``monitor.analysis.languages``) says. English's is ``spacy.blank("en")`` +
+sentencizer + a lookup lemmatizer (``spacy-lookups-data``): about 5 ms per
+1,000 words and no download. A trained pipeline named in config
+(``en_core_web_sm``) is used when installed, for its named entities; otherwise
+entity conditions rely on the rule files' gazetteer, added as an
+``EntityRuler`` by ``monitor.rules.classifier``. ``Analysers`` holds one
+analyser per language, built on first use.
 
-Every token's ``norm_`` is set to its lower-cased lookup lemma, so one
-``PhraseMatcher(attr="NORM")`` matches all word forms of all rule terms in one
-pass, independent of the pipeline's own (context-dependent) lemmatizer.
+Every token's ``norm_`` is set to its lower-cased lemma (from the language's
+lemma function), so one ``PhraseMatcher(attr="NORM")`` matches all word forms
+of all rule terms in one pass, independent of the pipeline's own
+(context-dependent) lemmatizer.
 """
 
 from __future__ import annotations
@@ -16,17 +20,27 @@ from __future__ import annotations
 import logging
 import re
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import spacy
 from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, LEMMA, NORM, ORTH, SENT_START
 from spacy.language import Language
-from spacy.lookups import load_lookups
 from spacy.pipeline import Sentencizer
 from spacy.strings import get_string_id
 from spacy.tokens import Doc
 
+from monitor.analysis.detect import SAMPLE_CHARS, resolve_language
+from monitor.analysis.languages import (
+    ENGLISH,
+    FALLBACK_LANGUAGE,
+    SUPPORTED,
+    LanguageSupport,
+    LemmaFn,
+    primary_language,
+)
 from monitor.models import Article
 
 log = logging.getLogger(__name__)
@@ -38,34 +52,37 @@ MAX_NORM_CACHE = 50_000  # ~11 MB
 # Components of trained pipelines we do not use: entities are the only reason to load one.
 _UNUSED = ["tagger", "parser", "attribute_ruler", "lemmatizer", "morphologizer", "senter"]
 
-# Live blogs glue timestamps to words ("10:45Ceasefire talks...") and scrapers
-# glue sentences ("said.The"); split both so tokens and sentences come out right.
-_GLUED_TIME = re.compile(r"(?<=\d)(?=[A-Z][a-z])")
-_GLUED_SENTENCE = re.compile(r"(?<=[a-z]{2}[.!?])(?=[A-Z][a-z])")
+# Live blogs glue timestamps to words ("10:45Ceasefire talks...", "10:45Переговоры")
+# and scrapers glue sentences ("said.The", "заявил.Путин"); split both so tokens and
+# sentences come out right. Latin and Cyrillic (Russian and Ukrainian letters).
+_UPPER = "A-ZА-ЯЁІЇЄҐ"
+_LOWER = "a-zа-яёіїєґ"
+_GLUED_TIME = re.compile(rf"(?<=\d)(?=[{_UPPER}][{_LOWER}])")
+_GLUED_SENTENCE = re.compile(rf"(?<=[{_LOWER}]{{2}}[.!?])(?=[{_UPPER}][{_LOWER}])")
+
+
+def _own_lemma(word: str) -> str:
+    return word
 
 
 @Language.factory("newsmon_norms")
-def _make_norms(nlp: Language, name: str) -> _LookupNorms:
-    return _LookupNorms()
+def _make_norms(nlp: Language, name: str) -> _LemmaNorms:
+    # The lemma function is no spaCy config value (configs hold plain data): the
+    # Analyser hands it over with ``use`` right after adding the component.
+    return _LemmaNorms()
 
 
-class _LookupNorms:
-    """Set ``lemma_`` and ``norm_`` (lower-cased lemma) from the lookup table.
-
-    The table is case-sensitive ("Talks" is absent), so the lower-cased form is
-    tried too; words not in the table are their own lemma.
-    """
+class _LemmaNorms:
+    """Set ``lemma_`` and ``norm_`` (lower-cased lemma) from a lemma function."""
 
     def __init__(self) -> None:
-        self.table = load_lookups("en", ["lemma_lookup"]).get_table("lemma_lookup")
+        self.lemma: LemmaFn = _own_lemma
         # ORTH hash -> (LEMMA hash, NORM hash); see MAX_NORM_CACHE.
         self._cache: dict[int, tuple[int, int]] = {}
 
-    def lemma(self, text: str) -> str:
-        found = self.table.get(text)
-        if found is None:
-            found = self.table.get(text.lower(), text)
-        return found
+    def use(self, lemma: LemmaFn) -> None:
+        self.lemma = lemma
+        self._cache.clear()
 
     def __call__(self, doc: Doc) -> Doc:
         # Works on hash arrays, not Token objects: creating a Python Token per
@@ -123,7 +140,7 @@ class _ArraySentencizer:
         guess[words[finals_before > previous]] = 1
         current = cols[:, 2].view(np.int64)  # -1 is stored as 2**64 - 1
         starts = np.where(current == 0, guess, current)  # like overwrite=False
-        doc.from_array([SENT_START], starts.view(np.uint64))
+        doc.from_array([SENT_START], starts.view(np.uint64))  # type: ignore[arg-type]  # spaCy's stubs say int32; it takes uint64 hashes
         return doc
 
 
@@ -151,7 +168,7 @@ def _newline_sentences(doc: Doc) -> Doc:
             starts[i + 1] = 1
             changed = True
     if changed:
-        doc.from_array([SENT_START], np.array(starts, dtype=np.int64).view(np.uint64))
+        doc.from_array([SENT_START], np.array(starts, dtype=np.int64).view(np.uint64))  # type: ignore[arg-type]  # spaCy's stubs say int32; it takes uint64 hashes
     return doc
 
 
@@ -200,6 +217,13 @@ class FieldText:
 @dataclass(slots=True)
 class AnalysedArticle:
     fields: list[FieldText]
+    language: str = FALLBACK_LANGUAGE  # the language whose analyser made ``fields``
+    article_language: str | None = None  # the article's own (primary subtag), if known
+
+    @property
+    def language_fallback(self) -> bool:
+        """True when the article's language was unknown or had no analyser of its own."""
+        return self.article_language != self.language
 
     def field(self, name: str) -> FieldText | None:
         for f in self.fields:
@@ -230,29 +254,39 @@ def _sentence_starts(doc: Doc) -> list[int]:
 
 
 class Analyser:
-    """A spaCy pipeline that turns an Article's fields into analysed Docs."""
+    """One language's spaCy pipeline: turns an Article's fields into analysed Docs.
 
-    def __init__(self, model: str | None = None) -> None:
-        self.model_requested = model
+    ``model`` (a trained pipeline, used when installed) overrides the support's own.
+    """
+
+    def __init__(self, model: str | None = None, *, support: LanguageSupport = ENGLISH) -> None:
+        model = model or support.model
+        # The support as built (with the model asked for): a pickled registry rebuilds the same.
+        self.support = replace(support, model=model)
+        self.language = support.code
         self.model_name: str | None = None
         trained = self._trained(model) if model else None
         if trained is None:
-            self.nlp = spacy.blank("en")
+            self.nlp = spacy.blank(support.blank)
             self.nlp.add_pipe("newsmon_sentencizer", name="sentencizer")
         else:
             self.nlp = trained
             self.nlp.add_pipe("newsmon_sentencizer", name="sentencizer", first=True)
         self.nlp.add_pipe("newsmon_newlines", after="sentencizer")
         # Last, so a trained NER still sees spaCy's own norms as features.
-        self.nlp.add_pipe("newsmon_norms", last=True)
+        norms = self.nlp.add_pipe("newsmon_norms", last=True)
+        lemma = support.lemmas()
+        norms.use(lemma)  # type: ignore[attr-defined]  # our own component, typed as spaCy's Callable
+        # Where the lemmas came from, as built (a missing dictionary falls back to a stemmer).
+        self.lemma_source: str = getattr(lemma, "source", support.lemma_source)
         self.has_entities = "ner" in self.nlp.pipe_names
 
     def _trained(self, model: str) -> Language | None:
         try:
             nlp = spacy.load(model, exclude=_UNUSED)
         except OSError:
-            log.warning("spaCy pipeline %r is not installed; using the blank English "
-                        "pipeline (entities only from the gazetteer)", model)
+            log.warning("spaCy pipeline %r is not installed; using the blank %s "
+                        "pipeline (entities only from the gazetteer)", model, self.support.name)
             return None
         self.model_name = f"{model} {nlp.meta.get('version', '?')}"
         return nlp
@@ -260,7 +294,7 @@ class Analyser:
     def describe(self) -> str:
         if self.model_name:
             return f"{self.model_name} (NER)" if self.has_entities else self.model_name
-        return "blank en + lookup lemmatizer"
+        return f"blank {self.support.blank} + {self.lemma_source}"
 
     def add_gazetteer(self, names: dict[str, tuple[str, ...]]) -> None:
         """Add an EntityRuler with ``label -> names`` (case-insensitive phrases).
@@ -269,11 +303,12 @@ class Analyser:
         """
         if not names or "entity_ruler" in self.nlp.pipe_names:
             return
-        where = {"before": "ner"} if "ner" in self.nlp.pipe_names else {"before": "newsmon_norms"}
+        before = "ner" if "ner" in self.nlp.pipe_names else "newsmon_norms"
         ruler = self.nlp.add_pipe(
-            "entity_ruler", config={"phrase_matcher_attr": "LOWER", "validate": True}, **where
+            "entity_ruler", config={"phrase_matcher_attr": "LOWER", "validate": True},
+            before=before,
         )
-        ruler.add_patterns(  # type: ignore[attr-defined]
+        ruler.add_patterns(  # type: ignore[attr-defined]  # add_pipe returns the EntityRuler, typed as Callable
             [{"label": label, "pattern": n} for label, ns in names.items() for n in ns]
         )
 
@@ -299,7 +334,89 @@ class Analyser:
                 seen.add(key)
             fields.append(FieldText(name=name, doc=doc, sent_starts=starts,
                                     repeated=frozenset(repeated), _text=text))
-        return AnalysedArticle(fields=fields)
+        return AnalysedArticle(fields=fields, language=self.language)
 
     def analyse(self, article: Article) -> AnalysedArticle:
-        return self.analyse_fields(article.title or "", article.summary or "", article.body or "")
+        analysed = self.analyse_fields(article.title or "", article.summary or "", article.body or "")
+        analysed.article_language = primary_language(article.language)
+        return analysed
+
+
+class Analysers:
+    """The analysers of one process, one per language, each built on first use.
+
+    An article's language picks its analyser; an unknown language, or one not
+    registered, gets the ``fallback`` language's (``AnalysedArticle`` records
+    which). Analysers are not shared between registries: a rule set adds its
+    gazetteer to the pipelines it uses, so each ``Classifier`` has its own
+    registry (a worker process has one classifier). Lemma tables are shared
+    (see ``languages.english_lemmas``).
+    """
+
+    def __init__(self, languages: Iterable[LanguageSupport] = SUPPORTED,
+                 fallback: str = FALLBACK_LANGUAGE) -> None:
+        self._supports: dict[str, LanguageSupport] = {}
+        self._built: dict[str, Analyser] = {}
+        for support in languages:
+            self.register(support)
+        if fallback not in self._supports:
+            raise ValueError(f"fallback language {fallback!r} is not registered")
+        self.fallback = fallback
+
+    @classmethod
+    def default(cls, spacy_model: str | None = None) -> Analysers:
+        """The supported languages; ``spacy_model`` (from config) is English's trained pipeline."""
+        supports = {s.code: s for s in SUPPORTED}
+        if spacy_model:
+            supports[ENGLISH.code] = replace(supports[ENGLISH.code], model=spacy_model)
+        return cls(supports.values())
+
+    @classmethod
+    def around(cls, analyser: Analyser) -> Analysers:
+        """The supported languages, with ``analyser`` already built for its own."""
+        supports = {s.code: s for s in SUPPORTED}
+        supports[analyser.language] = analyser.support
+        registry = cls(supports.values())
+        registry._built[analyser.language] = analyser
+        return registry
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # spaCy pipelines do not pickle: the copy builds its own on first use.
+        return (Analysers, (tuple(self._supports.values()), self.fallback))
+
+    def register(self, support: LanguageSupport) -> None:
+        """Add (or replace, before it is built) the support of ``support.code``."""
+        if support.code in self._built:
+            raise ValueError(f"the {support.code!r} analyser is already built")
+        self._supports[support.code] = support
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(self._supports)
+
+    def language_for(self, language: str | None) -> str:
+        """The registered language that judges an article in ``language`` (any tag)."""
+        code = primary_language(language)
+        return code if code in self._supports else self.fallback
+
+    @staticmethod
+    def article_language(article: Article) -> str | None:
+        """The article's language as judged: its own tag unless the text plainly says
+        otherwise (Cyrillic text on an ``en`` page), else what the text says."""
+        sample = f"{article.title or ''}\n{(article.body or article.summary or '')[:SAMPLE_CHARS]}"
+        return resolve_language(article.language, sample)
+
+    def analyse(self, article: Article) -> AnalysedArticle:
+        """``article`` analysed by the analyser of its (checked or detected) language."""
+        language = self.article_language(article)
+        analysed = self.get(language).analyse(article)
+        analysed.article_language = primary_language(language)
+        return analysed
+
+    def get(self, language: str | None) -> Analyser:
+        """The analyser for ``language`` (built now if it is the first use)."""
+        code = self.language_for(language)
+        analyser = self._built.get(code)
+        if analyser is None:
+            analyser = self._built[code] = Analyser(support=self._supports[code])
+        return analyser

@@ -5,6 +5,8 @@ fetcher retries without certificate checks after a TLS error. The bytes are
 capped before extraction (a 50 MB page costs trafilatura 36 s and 1.3 GB).
 When the page cannot be had, or yields too little text, the item is judged on
 its feed summary, and ``Article.text_source`` records which text was used.
+``Article.language`` is the page's ``<html lang>``, else the feed's (entry or
+channel), as a primary subtag (``en-GB`` → ``en``): it picks the analyser.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import re
 
 import trafilatura
 
+from monitor.analysis.detect import SAMPLE_CHARS, resolve_language
+from monitor.analysis.languages import primary_language
 from monitor.models import Article, ArticleInput, ExtractedPage
 
 log = logging.getLogger(__name__)
@@ -36,14 +40,14 @@ MIN_BODY_CHARS = 200
 EXTRACT_OPTIONS = {"fast": True, "include_comments": False, "include_tables": True}
 
 _HEAD_BYTES = 65_536
-_LANG = re.compile(rb"<html[^>]*?\slang\s*=\s*[\"']?([A-Za-z]{2,3})", re.I)
+_LANG = re.compile(rb"<html[^>]*?[\s:]lang\s*=\s*[\"']?([A-Za-z0-9_-]{1,35})", re.I)
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.I | re.S)
 
 
 def page_language(html: bytes) -> str | None:
-    """The two- or three-letter language of ``<html lang>``, lower case."""
+    """The primary language of ``<html lang>`` (or ``xml:lang``), lower case."""
     m = _LANG.search(html[:_HEAD_BYTES])
-    return m.group(1).decode("ascii").lower() if m else None
+    return primary_language(m.group(1).decode("ascii")) if m else None
 
 
 def page_title(html: bytes) -> str | None:
@@ -81,18 +85,19 @@ def extract_page(html: bytes, url: str | None = None) -> ExtractedPage | None:
         return None
     try:
         doc = trafilatura.bare_extraction(
-            bounded(html), url=url, with_metadata=False, **EXTRACT_OPTIONS
+            bounded(html), url=url, with_metadata=False, as_dict=False, **EXTRACT_OPTIONS  # type: ignore[arg-type]  # EXTRACT_OPTIONS holds only bool flags
         )
     except Exception as exc:  # trafilatura/lxml raise many kinds on junk input
         log.info("extraction failed for %s: %s", url, type(exc).__name__)
         return None
-    if doc is None or not (doc.text or "").strip():
+    text = getattr(doc, "text", None) if doc is not None else None
+    if not isinstance(text, str) or not text.strip():
         return None
-    if not looks_like_text(doc.text):
+    if not looks_like_text(text):
         log.info("extraction of %s gave binary junk, not text", url)
         return None
     return ExtractedPage(
-        text=doc.text.strip(), title=page_title(html), language=page_language(html),
+        text=text.strip(), title=page_title(html), language=page_language(html),
     )
 
 
@@ -106,11 +111,20 @@ def build_article(source: ArticleInput) -> tuple[Article, str | None]:
     elif page is not None and len(page.text) < min(MIN_BODY_CHARS, len(item.summary) + 1):
         page_error = f"page text too short ({len(page.text)} characters)"
         page = None
+    # The language of the text judged: the page's when its text is used, else the feed's;
+    # an unused page's <html lang> comes last (a consent wall may be in the reader's language).
+    language = (page.language if page else None) or primary_language(item.language) \
+        or (page_language(source.html) if source.html else None)
+    # Checked against the text, and detected when no one said (see detect.py): Russian and
+    # Ukrainian outlets often leave the tag out or keep a template's "en".
+    body = page.text if page else ""
+    language = resolve_language(
+        language, f"{item.title or ''}\n{(body or item.summary or '')[:SAMPLE_CHARS]}")
     article = Article(
         title=item.title or (page.title if page else None) or "", summary=item.summary,
-        body=page.text if page else "", text_source="page" if page else "summary",
+        body=body, text_source="page" if page else "summary",
         url=item.link, feed_url=source.feed_url, feed_tags=source.feed_tags,
-        language=page.language if page else None, published=item.published,
+        language=language, published=item.published,
         author=item.authors[0] if item.authors else None,
     )
     return article, page_error

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -31,23 +32,33 @@ from monitor.cli.common import (
     print_table,
     print_tsv,
 )
+from monitor.records import AlertListRow, iso
 
 COLUMNS = ("id", "alert_key", "channel", "topic", "severity", "status", "held", "attempts",
            "created_at", "sent_at", "next_attempt_at", "last_error", "title")
 STATUSES = ("pending", "sent", "dead")
 
+if TYPE_CHECKING:
+    from monitor.storage import Storage
 
-def _store(state: State) -> Any:
+
+def _storage(state: State) -> Storage:
     """The configured database; exit 1 naming it when it is missing or unusable."""
-    from monitor.storage.store import Store, StoreError
+    from monitor.storage import StoreError, open_storage
 
     path = state.config().database_path()
     if not path.exists():
         fail(f"no database at {path} (has newsmon run yet?)", EXIT_FAILED)
     try:
-        return Store(path)
+        return open_storage(path)
     except StoreError as exc:
         fail(str(exc), EXIT_FAILED)
+
+
+def _plain(row: AlertListRow) -> dict[str, Any]:
+    """The row as printed: the COLUMNS, timestamps in their stored text form."""
+    return {c: iso(v) if isinstance(v, datetime) else v
+            for c, v in ((c, getattr(row, c)) for c in COLUMNS)}
 
 
 
@@ -78,20 +89,20 @@ def alerts(ctx: click.Context, limit: int, status: str | None, channel: str | No
     """
     if ctx.invoked_subcommand is not None:
         return
-    from monitor.storage.store import StoreError
+    from monitor.storage import StoreError
 
     state = ctx.find_object(State)
     assert state is not None
-    store = _store(state)
+    storage = _storage(state)
     try:
-        rows = store.list_alerts(limit=limit, status=status, channel=channel)
+        rows = [_plain(r) for r in storage.views.alert_list(limit=limit, status=status,
+                                                            channel=channel)]
     except StoreError as exc:
         fail(str(exc), EXIT_FAILED)
     finally:
-        store.close()
+        storage.close()
     if as_json:
-        click.echo(json.dumps([{c: row.get(c) for c in COLUMNS} for row in rows], indent=2,
-                              ensure_ascii=False))
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     elif is_terminal(sys.stdout):
         _print_table(rows)
     else:
@@ -131,17 +142,17 @@ def retry(state: State, ref: str | None, dead: bool) -> None:
     Exit codes: 0 re-queued (or, with --dead, nothing dead), 1 no such alert
     or no database, 2 usage or config error.
     """
-    from monitor.storage.store import StoreError
+    from monitor.storage import StoreError
 
     if bool(ref) == dead:
         raise click.UsageError("give an alert id (or key), or --dead")
-    store = _store(state)
+    storage = _storage(state)
     try:
-        count = store.retry_dead() if dead else store.requeue(ref or "")
+        count = storage.outbox.retry_dead() if dead else storage.outbox.requeue(ref or "")
     except StoreError as exc:
         fail(str(exc), EXIT_FAILED)
     finally:
-        store.close()
+        storage.close()
     if not count:
         if not dead:
             fail(f"no alert {ref} (see newsmon alerts)", EXIT_FAILED)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -19,6 +19,9 @@ from monitor.cli import alerts as cli_alerts
 from monitor.cli import feeds as cli_feeds
 from monitor.cli import ops as cli_ops
 from monitor.cli import rules as cli_rules
+from monitor.cli import search as cli_search
+from monitor.cli import stories as cli_stories
+from monitor.cli import web as cli_web
 from monitor.cli.common import (
     CONFIG_HELP,
     EXIT_CONFIG,
@@ -71,28 +74,43 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str | None,
 
 
 @cli.command()
+@click.option("--delivery-only", is_flag=True,
+              help="A helper that only delivers alerts (no polling), beside a daemon or not.")
+@click.option("--poll-only", is_flag=True,
+              help="A helper that only polls feeds and queues alerts (no delivery).")
+@click.option("--init", "init", is_flag=True,
+              help="Accept an empty database file as a new database (refused by default:"
+                   " a truncated database would make every item alert again).")
 @config_option
 @pass_state
-def run(state: State) -> None:
+def run(state: State, delivery_only: bool, poll_only: bool, init: bool) -> None:
     """Run the daemon: poll every feed on its schedule and deliver alerts.
 
     Stops cleanly on SIGTERM or Ctrl-C. Without any channel in the config,
-    alerts are stored and written to the log.
+    alerts are stored and written to the log. One daemon per database: a
+    second ``run`` refuses to start and names the process that holds it
+    (``<database>.lock``). Helpers (--delivery-only, --poll-only) take no lock
+    and share the outbox through its claims, so no alert is sent twice.
 
     \b
     Examples:
       newsmon run
       newsmon --log-format json run --config /etc/newsmon/newsmon.yaml
+      newsmon run --delivery-only
 
-    Exit codes: 0 stopped cleanly, 1 could not start (database, HTTP port),
-    2 config error.
+    Exit codes: 0 stopped cleanly, 1 could not start (database held by another
+    run, database unusable, HTTP port), 2 config error.
     """
     from monitor.delivery.deliverer import ChannelError
     from monitor.runtime.daemon import Daemon
 
+    if delivery_only and poll_only:
+        raise click.UsageError("--delivery-only and --poll-only exclude each other")
+    role: Literal["full", "delivery", "poll"] = (
+        "delivery" if delivery_only else "poll" if poll_only else "full")
     config = state.config()
     try:
-        code = asyncio.run(Daemon(config).run())
+        code = asyncio.run(Daemon(config, role=role, init=init).run())
     except ChannelError as exc:
         fail(str(exc), EXIT_CONFIG)
     sys.exit(code)
@@ -121,7 +139,7 @@ def once(state: State, workers: int | None, as_json: bool) -> None:
     """
     from monitor.delivery.deliverer import ChannelError
     from monitor.runtime.daemon import run_once
-    from monitor.storage.store import StoreError
+    from monitor.storage import StoreError
 
     config = state.config()
     try:
@@ -155,8 +173,8 @@ def once(state: State, workers: int | None, as_json: bool) -> None:
     for outcome in report.failed:
         click.echo(f"  feed {outcome.feed}: {outcome.error_kind}: {cell(outcome.error)}",
                    err=True)
-    for error in delivery.errors:
-        click.echo(f"  {cell(error)}", err=True)
+    for delivery_error in delivery.errors:
+        click.echo(f"  {cell(delivery_error)}", err=True)
     sys.exit(EXIT_FAILED if report.failed or delivery.failed else EXIT_OK)
 
 
@@ -178,6 +196,7 @@ def check(state: State) -> None:
     "error:" line on stderr).
     """
     from monitor.delivery.deliverer import ChannelError, Deliverer, mask_channel_url
+    from monitor.delivery.routing import routing_problems, unrouted_topics
     from monitor.rules.classifier import Classifier
     from monitor.rules.ruleset import load_rules
 
@@ -205,6 +224,21 @@ def check(state: State) -> None:
         sys.exit(EXIT_CONFIG)
     click.echo(f"  rules: {len(files)} files, {len(ruleset.topics)} topics:"
                f" {', '.join(t.id for t in ruleset.topics)}")
+    if len(ruleset.leaves) > LARGE_RULESET_TERMS:
+        # Every worker process compiles its own copy (issue 16, row 11: 100,000 terms
+        # peaked at 1,948 MB for the process tree, over the unit's MemoryMax=1G).
+        click.echo(f"  warning: {len(ruleset.leaves)} rule terms: each of the"
+                   f" {config.analysis.workers or 'one-per-core'} worker processes compiles its"
+                   " own copy (about 8 MB per 1,000 terms per process, see docs/operations.md);"
+                   " use fewer workers (analysis.workers) or fewer terms under MemoryMax=")
+    # Nothing routed into the void: every routing name must exist (file:line).
+    routing = routing_problems(ruleset.topics, config.channels, config.source)
+    for error in routing:
+        click.echo(f"error: {error}", err=True)
+    problems += len(routing)
+    for topic in unrouted_topics(ruleset.topics, config.channels):
+        click.echo(f"  warning: topic {topic} routes to no channel (channels' topics: and"
+                   " min_severity): its matches would be stored, never alerted")
     classifier = Classifier(ruleset, _analyser(config))
     failures = classifier.check_examples()
     for failure in failures:
@@ -216,6 +250,9 @@ def check(state: State) -> None:
     click.echo("all checks passed")
 
 
+LARGE_RULESET_TERMS = 20_000  # rule terms above which `check` warns about memory
+
+
 def _analyser(config: Config) -> Analyser:
     from monitor.analysis.analyser import Analyser
 
@@ -225,6 +262,9 @@ def _analyser(config: Config) -> Analyser:
 # Commands that live beside their own stage, added to the group here.
 for _module in (cli_rules, cli_ops, cli_alerts, cli_feeds):
     _module.register(cli)
+cli_search.register(cli)  # newsmon search
+cli_web.register(cli)  # newsmon web, newsmon backtest
+cli_stories.register(cli)  # newsmon stories, newsmon cluster
 
 
 def main() -> None:

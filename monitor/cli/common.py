@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import IO, Any, NoReturn, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from click.exceptions import NoArgsIsHelpError
@@ -22,6 +22,9 @@ from click.exceptions import NoArgsIsHelpError
 from monitor.config import Config, load_config, resolve_config_path, secret_values
 from monitor.logs import setup_logging
 from monitor.yamlfile import ConfigErrors
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -86,7 +89,7 @@ class _OneLineError(click.ClickException):
 
     def __init__(self, original: click.ClickException) -> None:
         super().__init__(" ".join(original.format_message().split()))
-        self.exit_code = original.exit_code
+        self.exit_code = original.exit_code  # type: ignore[misc]  # a ClassVar in click; keeps usage's 2
         ctx = getattr(original, "ctx", None)
         self.help_hint = (f" (see '{ctx.command_path} --help')"
                           if isinstance(original, click.UsageError) and ctx is not None else "")
@@ -137,7 +140,7 @@ def cell(value: Any) -> str:
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
                 title: str | None = None, styles: Sequence[str | None] | None = None,
-                justify: Sequence[str] | None = None) -> None:
+                justify: Sequence[JustifyMethod] | None = None) -> None:
     """A rich table on standard output (a terminal; colours follow ``NO_COLOR``)."""
     from rich.console import Console
     from rich.table import Table
@@ -146,7 +149,7 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
     table = Table(title=title, header_style="bold")
     for i, column in enumerate(columns):
         table.add_column(column, overflow="fold",
-                         justify=justify[i] if justify else "left")  # type: ignore[arg-type]
+                         justify=justify[i] if justify else "left")
     for i, row in enumerate(rows):
         # Text, not markup: feed titles and server errors may hold "[/]".
         table.add_row(*(v if isinstance(v, Text) else Text(cell(v)) for v in row),

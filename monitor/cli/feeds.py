@@ -20,6 +20,7 @@ import json
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,12 @@ from monitor.ingest.discover import FoundFeed, discover
 from monitor.ingest.fetch import Fetcher
 from monitor.ingest.opml import OpmlError, OpmlFeed, append_feeds, export_opml, looks_like_opml, parse_opml
 from monitor.ingest.parse import FeedParseError, parse_feed
+from monitor.logs import public_url
 from monitor.models import FetchError
+from monitor.records import FeedTableRow, iso
 from monitor.runtime.pipeline import Pipeline
-from monitor.storage.store import Store, StoreError
+from monitor.storage import StoreError, open_readonly
+from monitor.storage.read_models import feed_table
 from monitor.yamlfile import ConfigErrors
 
 COLUMNS = ("name", "url", "health", "last_success", "failures", "last_error_kind",
@@ -88,7 +92,7 @@ def feeds(ctx: click.Context, as_json: bool) -> None:
     state = ctx.find_object(State)
     assert state is not None
     config = state.config()
-    table = feed_rows(config)
+    table = [_plain(row) for row in feed_rows(config)]
     if as_json:
         click.echo(json.dumps(table, indent=2, ensure_ascii=False))
     elif is_terminal(sys.stdout):
@@ -98,39 +102,28 @@ def feeds(ctx: click.Context, as_json: bool) -> None:
     sys.exit(EXIT_FAILED if any(r["health"] == "failing" for r in table) else EXIT_OK)
 
 
-def feed_rows(config: Config) -> list[dict[str, Any]]:
-    """One dict per configured feed, with its stored health (empty if never polled)."""
-    stored: dict[str, dict[str, Any]] = {}
+def feed_rows(config: Config) -> list[FeedTableRow]:
+    """One row per configured feed, with its stored health (blank if never polled)."""
     path = config.database_path()
-    if path.exists():
+    if not path.exists():
+        return feed_table(config.feeds, {})
+    try:
+        storage = open_readonly(path)
         try:
-            store = Store.open_readonly(path)
-            try:
-                stored = {r["url"]: r for r in store.feeds_table()}
-            finally:
-                store.close()
-        except (StoreError, sqlite3.Error) as exc:
-            fail(f"database {path}: {exc}", EXIT_FAILED)
-    rows = []
-    for feed in config.feeds:
-        row = stored.get(feed.url, {})
-        rate = row.get("items_per_day")
-        rows.append({
-            "name": feed.name or "", "url": feed.url,
-            "health": ("disabled" if not feed.enabled
-                       else row.get("health_state") or ("new" if not row.get("last_poll_at")
-                                                        else "ok")),
-            "last_success": row.get("last_success_at"),
-            "failures": int(row.get("consecutive_failures") or 0),
-            "last_error_kind": row.get("last_error_kind"),
-            "next_poll": row.get("next_poll_at"),
-            "interval_s": round(row["poll_interval"]) if row.get("poll_interval") else None,
-            "reason": row.get("poll_reason"),
-            "items_per_day": round(rate, 2) if rate is not None else None,
-            "alerts_held_since": row.get("alerts_held_since"),
-            "last_error": row.get("last_error") if row.get("consecutive_failures") else None,
-        })
-    return rows
+            return storage.views.feed_table(config.feeds)
+        finally:
+            storage.close()
+    except (StoreError, sqlite3.Error) as exc:
+        fail(f"database {path}: {exc}", EXIT_FAILED)
+
+
+def _plain(row: FeedTableRow) -> dict[str, Any]:
+    """The row as printed: the COLUMNS, timestamps in their stored text form."""
+    shown = {c: iso(v) if isinstance(v, datetime) else v
+             for c, v in ((c, getattr(row, c)) for c in COLUMNS)}
+    if "url" in shown:  # a private feed's token (query, userinfo) is never printed
+        shown["url"] = public_url(str(shown["url"]))
+    return shown
 
 
 def _print_rich(rows: Sequence[dict[str, Any]]) -> None:

@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
 import click
 
 from monitor.cli.common import EXIT_FAILED, EXIT_OK, State, config_option, fail, pass_state
-from monitor.storage.store import Store, StoreError
+from monitor.storage import Storage, StoreError, open_readonly, open_storage
 
 
-def _open_readonly(state: State) -> Store:
+def _open_readonly(state: State) -> Storage:
     """The configured database, read-only; exit 1 with a clear message if unusable."""
     path = state.config().database_path()
     if not path.exists():
         fail(f"no database at {path} (has newsmon run yet?)", EXIT_FAILED)
     try:
-        return Store.open_readonly(path)
+        return open_readonly(path)
     except StoreError as exc:
         fail(str(exc), EXIT_FAILED)
 
@@ -39,8 +40,11 @@ def status(state: State, as_json: bool) -> None:
 
     \b
     Unhealthy when: no poll cycle finished within 3x the shortest feed
-    interval, any alert is dead-lettered, or every feed is failing.
-    Reads the database only: safe beside a running daemon.
+    interval, any alert is dead-lettered, every feed is failing, or a channel
+    has failed every send for longer than delivery.channel_failing_after.
+    Each channel's last success, last failure and its cause, failures in a
+    row, pending and dead counts are shown. Reads the database only: safe
+    beside a running daemon.
 
     \b
     Examples:
@@ -53,9 +57,13 @@ def status(state: State, as_json: bool) -> None:
     from monitor.runtime.status import evaluate, render_text
 
     config = state.config()
-    store = _open_readonly(state)
+    storage = _open_readonly(state)
     try:
-        report = evaluate(store, config)
+        figures = storage.views.status_figures()
+        # Channel health needs the claims schema (v4); an older daemon's file has none.
+        channels = storage.outbox.channel_health() if figures.schema_version >= 4 else []
+        unrouted = [t for t in (storage.ops.get_meta("unrouted_topics") or "").split(",") if t]
+        report = evaluate(figures, config, channels=channels, unrouted=unrouted)
     except Exception as exc:  # sqlite errors outside the store's wrappers too
         click.echo(f"error: database {config.database_path()}: {exc}", err=True)
         if as_json:
@@ -64,7 +72,7 @@ def status(state: State, as_json: bool) -> None:
             click.echo(f"newsmon: UNHEALTHY\n  problem: database: {exc}")
         sys.exit(EXIT_FAILED)
     finally:
-        store.close()
+        storage.close()
     click.echo(report.to_json() if as_json else render_text(report))
     sys.exit(EXIT_OK if report.healthy else EXIT_FAILED)
 
@@ -102,25 +110,35 @@ def backup(state: State, dest: Path, force: bool) -> None:
     """
     if dest.exists() and not force:
         fail(f"{dest} exists (use --force to replace it)", EXIT_FAILED)
-    store = _open_readonly(state)
+    storage = _open_readonly(state)
     partial = dest.with_name(f".{dest.name}.partial")
+    # The copy inherits WAL mode: opening it makes -wal/-shm files beside it, which
+    # os.replace would leave behind. It is switched to a plain journal first.
+    leftovers = [Path(f"{partial}{suffix}") for suffix in ("-wal", "-shm", "-journal")]
     try:
         partial.unlink(missing_ok=True)
-        store.backup(partial)
-        copy = Store.open_readonly(partial)
+        storage.ops.backup(partial)
+        plain = sqlite3.connect(partial)
         try:
-            verdict = copy.integrity_check()
+            plain.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            plain.close()
+        copy = open_readonly(partial)
+        try:
+            verdict = copy.ops.integrity_check()
         finally:
             copy.close()
         if verdict != "ok":
             raise StoreError(f"the copy failed its integrity check: {verdict}")
         os.replace(partial, dest)
-    except (StoreError, OSError) as exc:
+    except (StoreError, OSError, sqlite3.Error) as exc:
         partial.unlink(missing_ok=True)
         fail(f"backup to {dest} failed: {exc}", EXIT_FAILED)
     finally:
-        store.close()
-    click.echo(f"backed up {store.path} to {dest} ({dest.stat().st_size} bytes)")
+        storage.close()
+        for leftover in leftovers:
+            leftover.unlink(missing_ok=True)
+    click.echo(f"backed up {storage.path} to {dest} ({dest.stat().st_size} bytes)")
 
 
 @db.command()
@@ -146,11 +164,11 @@ def maintain(state: State, vacuum: bool) -> None:
     if not config.database_path().exists():
         fail(f"no database at {config.database_path()} (has newsmon run yet?)", EXIT_FAILED)
     try:
-        store = Store(config.database_path())
+        storage = open_storage(config.database_path())
         try:
-            report = run_maintenance(store, config.service, idle=True, force_vacuum=vacuum)
+            report = run_maintenance(storage.ops, config.service, idle=True, force_vacuum=vacuum)
         finally:
-            store.close()
+            storage.close()
     except StoreError as exc:
         fail(str(exc), EXIT_FAILED)
     click.echo(report.summary())

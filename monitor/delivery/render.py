@@ -34,6 +34,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
+from monitor.errors import TemplateProblem as TemplateProblem
 from monitor.models import EvidenceSentence, PendingAlert
 
 Format = Literal["text", "markdown", "slack", "html"]
@@ -48,10 +49,6 @@ _SLACK_SPECIAL = re.compile(r"([\\<>\[\]])")
 _ZWSP = "\u200b"
 
 EVIDENCE_STEPS = ((3, 400, 10), (3, 200, 10), (2, 150, 6), (1, 120, 4), (1, 60, 3), (0, 0, 0))
-
-
-class TemplateProblem(ValueError):
-    """A channel template that does not compile or render (shown by ``newsmon check``)."""
 
 
 def clean(text: object, *, one_line: bool = False) -> str:

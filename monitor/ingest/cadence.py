@@ -74,6 +74,29 @@ def tick_interval(feed: FeedConfig, settings: FetchSettings) -> float:
     return feed_bounds(feed, settings).floor
 
 
+# Stored reasons that came from the config alone (no error, no server hint): a new
+# config may shorten them at once.
+CONFIG_REASONS = frozenset({"interval", "adaptive", "default"})
+
+
+def capped_next_poll(feed: FeedConfig, settings: FetchSettings, *, last_poll_at: datetime | None,
+                     next_poll_at: datetime | None, reason: str | None) -> datetime | None:
+    """The stored next poll, brought forward when the feed's ``interval:`` is now
+    shorter than what scheduled it (after a restart or reload); None: keep it.
+
+    Only a schedule the config made is capped: a backoff after errors or a
+    server's hint (Retry-After, max-age, ttl) keeps its wait.
+    """
+    if feed.interval is None or next_poll_at is None or last_poll_at is None:
+        return None
+    if reason not in CONFIG_REASONS:
+        return None
+    bounds = feed_bounds(feed, settings)
+    wanted = min(max(feed.interval, bounds.floor), bounds.ceiling)
+    latest = last_poll_at + timedelta(seconds=wanted)
+    return latest if latest < next_poll_at else None
+
+
 @dataclass(frozen=True, slots=True)
 class PollState:
     """What the schedule depends on, read from the feed's row."""

@@ -24,7 +24,7 @@ import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -37,6 +37,7 @@ from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from monitor.errors import NewsmonError
 from monitor.ingest.httpdates import retry_after_seconds
 from monitor.ingest.netguard import EgressPolicy, GuardedResolver, numeric_host
 from monitor.models import FetchError, FetchResult
@@ -121,6 +122,12 @@ def _page_type_acceptable(media_type: str) -> bool:
     return media_type.endswith(("/html", "/xhtml+xml", "/xml", "+xml"))
 
 
+def _server_key(url: URL) -> str:
+    """What the per-server limit counts by: host and port (two servers on one address
+    are two servers)."""
+    return f"{(url.host or '').lower()}:{url.port}"
+
+
 def _origin(url: URL) -> tuple[str, str, int | None]:
     return (url.scheme, (url.host or "").lower(), url.port)
 
@@ -158,11 +165,11 @@ def redirect_target(current: URL, location: str) -> URL:
 # --- streaming decompression ------------------------------------------------------
 
 
-class _Corrupt(Exception):
+class _Corrupt(NewsmonError):
     """The compressed stream is invalid or incomplete."""
 
 
-class _Overflow(Exception):
+class _Overflow(NewsmonError):
     """A decoding layer produced more than its cap."""
 
 
@@ -509,8 +516,10 @@ class Fetcher:
         request_headers = self._request_headers(kind, etag, last_modified, headers, cookies)
         cap = self._max_bytes if max_bytes is None else max_bytes
         # Waiting for a free slot is queueing, not the server's slowness: the
-        # deadline starts once the request may go out.
-        async with self._global:
+        # deadline starts once the request may go out. The server's own slot is
+        # taken first, then a global one: requests queued behind a slow server
+        # wait without holding global slots, so one tarpit cannot starve the others.
+        async with self._hosts.slot(_server_key(start_url)), self._global:
             started = time.monotonic()
             try:
                 async with asyncio.timeout(self._timeout):
@@ -571,7 +580,9 @@ class Fetcher:
         key: _SessionKey = ("proxy", False) if proxy else ("direct", allow_private)
         for hop in range(self._max_redirects + 1):
             self._precheck(url, policy)
-            async with self._hosts.slot((url.host or "").lower()):
+            # The first server's slot is already held (fetch); a redirect to another takes its own.
+            same_server = _server_key(url) == _server_key(first)
+            async with nullcontext() if same_server else self._hosts.slot(_server_key(url)):
                 outcome = await self._one_request(
                     url, key, headers, kind=kind, proxy=proxy, max_bytes=max_bytes, started=started
                 )

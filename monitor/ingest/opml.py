@@ -24,12 +24,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from monitor.config import _VAR, FeedConfig, _http_url, load_config
+from monitor.errors import OpmlError as OpmlError
 
 MAX_OPML_BYTES = 10 * 1024 * 1024
-
-
-class OpmlError(Exception):
-    """The OPML document cannot be read (not XML, not OPML, too big)."""
 
 
 @dataclass(frozen=True, slots=True)

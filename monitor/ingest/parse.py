@@ -22,7 +22,8 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import feedparser
 from lxml import html as lxml_html
 
-from monitor.models import FeedItem, ParsedFeed, StageError
+from monitor.errors import FeedParseError as FeedParseError
+from monitor.models import FeedItem, ParsedFeed
 
 MAX_TITLE = 1_000
 MAX_SUMMARY = 20_000
@@ -54,15 +55,23 @@ MIN_EXPAT = (2, 4, 0)
 # Any entity declaration in the prolog is refused before parsing (cases 19-21):
 # real feeds do not need them, and they are how entity bombs and XXE start.
 _PROLOG_ENTITY = re.compile(rb"<!ENTITY", re.I)
-_ROOT_START = re.compile(rb"<[A-Za-z_]")
-# Item start tags, to trim a huge feed before feedparser sees it (case 22).
-_ITEM_START = re.compile(rb"<(item|entry)[\s>/]")
+# What the prolog holds before the root element: comments and processing
+# instructions are skipped whole, so a ``<x>`` inside a comment is not taken for
+# the root (and a long comment cannot push a declaration out of view).
+_PROLOG_TOKEN = re.compile(rb"<!--.*?(?:-->|\Z)|<\?.*?(?:\?>|\Z)|<[A-Za-z_]", re.S)
+# Item start and end tags, to trim a huge feed before feedparser sees it (case 22),
+# with any namespace prefix (``<a:entry>``) and space before ``>`` (``</item >``).
+_ITEM_START = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(item|entry)[\s>/]")
+_ITEM_END = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?(?:item|entry)\s*>")
+# Numeric character references; one naming a surrogate, U+0000 or a code point past
+# U+10FFFF fails feedparser for the whole feed (UnicodeEncodeError, chr() range).
+_CHAR_REF = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# JSON Feed nesting kept; deeper values (which only a hostile feed has) become null.
+MAX_JSON_DEPTH = 64
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}]', re.S)
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
-
-
-class FeedParseError(StageError):
-    kind = "not_a_feed"
 
 
 def expat_version() -> tuple[int, int, int]:
@@ -86,9 +95,31 @@ def _c1_to_cp1252(match: re.Match[str]) -> str:
         return ""  # 0x81, 0x8d, 0x8f, 0x90, 0x9d: undefined in windows-1252
 
 
+def no_surrogates(value: str) -> str:
+    """Lone surrogates (JSON ``\\ud800``) replaced by U+FFFD: they cannot be stored as UTF-8."""
+    return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+
+
+def _safe_char_ref(match: re.Match[bytes]) -> bytes:
+    hex_digits, digits = match.group(1), match.group(2)
+    text = hex_digits if hex_digits is not None else digits
+    if len(text) > 8:
+        return b"&#xFFFD;"
+    code = int(text, 16 if hex_digits is not None else 10)
+    if code == 0 or 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+        return b"&#xFFFD;"
+    return match.group()
+
+
+def safe_char_refs(content: bytes) -> bytes:
+    """Character references that cannot be a character replaced by U+FFFD, not fatal."""
+    return _CHAR_REF.sub(_safe_char_ref, content) if b"&#" in content else content
+
+
 def clean_text(value: str, limit: int) -> str:
     """Control characters out, runs of spaces folded, at most ``limit`` characters."""
     value = _CONTROL.sub("", value)
+    value = no_surrogates(value)
     value = _C1.sub(_c1_to_cp1252, value)
     value = _SPACE.sub(" ", value)
     value = "\n".join(line.strip() for line in value.splitlines()).strip()
@@ -170,13 +201,18 @@ def _struct_to_dt(value: Any) -> datetime | None:
 def _make_item(
     *, guid: str | None, link: str | None, title: str, summary: str,
     published: datetime | None, authors: tuple[str, ...], tags: tuple[str, ...],
+    language: str | None = None,
 ) -> FeedItem:
+    title, summary = no_surrogates(title), no_surrogates(summary)
+    guid = no_surrogates(guid) if guid else guid
+    link = no_surrogates(link) if link else link
     digest = content_hash(title, summary)
     canonical = canonical_url(link)
     return FeedItem(
         guid=(guid or canonical or f"hash:{digest}")[:2000],
         link=link, canonical_url=canonical, title=title, summary=summary,
         published=published, authors=authors, tags=tags, content_hash=digest,
+        language=(clean_text(language, 35) or None) if language else None,
     )
 
 
@@ -231,7 +267,17 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _entry_to_item(entry: Mapping[str, Any], base: str) -> FeedItem:
+def _entry_language(entry: Mapping[str, Any], feed_language: str | None) -> str | None:
+    """The entry's own language (``dc:language``, ``xml:lang``), else the feed's."""
+    for detail in (entry, entry.get("title_detail"), entry.get("summary_detail"),
+                   *(entry.get("content") or ())[:1]):
+        language = detail.get("language") if isinstance(detail, Mapping) else None
+        if isinstance(language, str) and language.strip():
+            return language
+    return feed_language
+
+
+def _entry_to_item(entry: Mapping[str, Any], base: str, feed_language: str | None = None) -> FeedItem:
     title = one_line(html_to_text(entry.get("title", "") or "", MAX_TITLE))
     summary_html = entry.get("summary", "") or ""
     contents = entry.get("content") or []
@@ -248,7 +294,8 @@ def _entry_to_item(entry: Mapping[str, Any], base: str) -> FeedItem:
     published = _struct_to_dt(entry.get("published_parsed") or entry.get("updated_parsed"))
     return _make_item(guid=_rebase(entry.get("id"), base), link=link, title=title,
                       summary=summary,
-                      published=published, authors=authors, tags=tags)
+                      published=published, authors=authors, tags=tags,
+                      language=_entry_language(entry, feed_language))
 
 
 def _looks_like_json_feed(content: bytes, content_type: str) -> bool:
@@ -288,59 +335,107 @@ def _json_list(value: Any) -> list[Any]:
 
 def parse_json_feed(content: bytes, url: str) -> ParsedFeed:
     """JSON Feed 1.0/1.1 (https://jsonfeed.org/version/1.1), which feedparser does not read."""
+    warnings: list[str] = []
     try:
-        data = json.loads(content.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FeedParseError(f"{url}: not a feed (invalid JSON Feed: {exc})") from None
+        text = content.decode("utf-8-sig")
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            text = cap_json_depth(text, MAX_JSON_DEPTH)
+            data = json.loads(text)
+            warnings.append(f"JSON nested deeper than {MAX_JSON_DEPTH} levels: the deeper values"
+                            " were dropped")
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise FeedParseError(f"{url}: not a feed (invalid JSON Feed: {exc})"[:500]) from None
     if not isinstance(data, dict) or "jsonfeed.org/version/" not in str(data.get("version", "")):
         raise FeedParseError(f"{url}: not a feed (JSON without a jsonfeed.org version)")
-    items = []
+    items: list[FeedItem] = []
+    skipped: list[tuple[str, str]] = []
     for raw in _json_list(data.get("items")):
         if not isinstance(raw, dict):
             continue
-        summary = clean_text(str(
-            raw.get("summary") or raw.get("content_text")
-            or html_to_text(_json_str(raw.get("content_html")) or "")
-        ), MAX_SUMMARY)
-        published = None
-        for key in ("date_published", "date_modified"):
-            if raw.get(key):
-                try:
-                    published = datetime.fromisoformat(str(raw[key]).replace("Z", "+00:00"))
-                    published = published if published.tzinfo else published.replace(tzinfo=UTC)
-                    published = published.astimezone(UTC)
-                    break
-                except ValueError:
-                    continue
-        authors = tuple(
-            clean_text(str(a.get("name", "")), 200)
-            for a in (_json_list(raw.get("authors")) or [raw.get("author")])
-            if isinstance(a, dict) and a.get("name")
-        )
-        items.append(_make_item(
-            guid=str(raw["id"]) if raw.get("id") is not None else None,
-            link=_http_link(_json_str(raw.get("url")), url),
-            title=one_line(clean_text(str(raw.get("title") or ""), MAX_TITLE)), summary=summary,
-            published=published, authors=authors,
-            tags=tuple(clean_text(str(t), 100) for t in _json_list(raw.get("tags")) if t),
-        ))
+        try:
+            items.append(_json_item(raw, data, url))
+        except Exception as exc:  # one bad item: skipped and reported, the feed goes on
+            skipped.append((_json_str(raw.get("id")) or str(raw.get("id") or "")[:200],
+                            f"{type(exc).__name__}: {exc}"[:300]))
     version = "json11" if "1.1" in str(data.get("version")) else "json1"
     return ParsedFeed(title=clean_text(str(data.get("title") or ""), MAX_TITLE), version=version,
-                      items=tuple(items), link=_http_link(_json_str(data.get("home_page_url")), url))
+                      items=tuple(items), link=_http_link(_json_str(data.get("home_page_url")), url),
+                      warnings=tuple(warnings), skipped=tuple(skipped))
+
+
+def cap_json_depth(text: str, max_depth: int) -> str:
+    """``text`` with every array or object nested deeper than ``max_depth`` replaced by
+    ``null`` (linear, no recursion), so ``json.loads`` cannot hit the recursion limit."""
+    out: list[str] = []
+    depth, kept_to, cut_from = 0, 0, -1
+    for token in _JSON_TOKEN.finditer(text):
+        mark = token.group()
+        if mark[0] == '"':
+            continue
+        if mark in "[{":
+            depth += 1
+            if depth == max_depth + 1:
+                cut_from = token.start()
+        else:
+            if depth == max_depth + 1 and cut_from >= 0:
+                out.append(text[kept_to:cut_from])
+                out.append("null")
+                kept_to, cut_from = token.end(), -1
+            depth -= 1
+    out.append(text[kept_to:])
+    return "".join(out)
+
+
+def _json_item(raw: Mapping[str, Any], data: Mapping[str, Any], url: str) -> FeedItem:
+    """One JSON Feed item (raises on an item that cannot be read)."""
+    summary = clean_text(str(
+        raw.get("summary") or raw.get("content_text")
+        or html_to_text(_json_str(raw.get("content_html")) or "")
+    ), MAX_SUMMARY)
+    published = None
+    for key in ("date_published", "date_modified"):
+        if raw.get(key):
+            try:
+                published = datetime.fromisoformat(str(raw[key]).replace("Z", "+00:00"))
+                published = published if published.tzinfo else published.replace(tzinfo=UTC)
+                published = published.astimezone(UTC)
+                break
+            except ValueError:
+                continue
+    authors = tuple(
+        clean_text(str(a.get("name", "")), 200)
+        for a in (_json_list(raw.get("authors")) or [raw.get("author")])
+        if isinstance(a, dict) and a.get("name")
+    )
+    return _make_item(
+        guid=str(raw["id"]) if raw.get("id") is not None else None,
+        link=_http_link(_json_str(raw.get("url")), url),
+        title=one_line(clean_text(str(raw.get("title") or ""), MAX_TITLE)), summary=summary,
+        published=published, authors=authors,
+        tags=tuple(clean_text(str(t), 100) for t in _json_list(raw.get("tags")) if t),
+        language=_json_str(raw.get("language")) or _json_str(data.get("language")),
+    )
 
 
 def _guard_prolog(content: bytes, url: str) -> None:
     """Refuse entity declarations before the root element (bombs, XXE).
 
     UTF-16 text is checked with its zero bytes removed, so the guard cannot be
-    dodged by the encoding.
+    dodged by the encoding. The whole prolog is read, however long (a 70 KB
+    comment first does not hide a declaration after it); comments and
+    processing instructions are skipped whole, so the scan stops at the real root.
     """
-    head = content[:65536]
+    head = content
     if b"\x00" in head[:512]:
         head = head.replace(b"\x00", b"")
-    root = _ROOT_START.search(head)
-    prolog = head if root is None else head[: root.start()]
-    if _PROLOG_ENTITY.search(prolog):
+    root_at = len(head)
+    for token in _PROLOG_TOKEN.finditer(head):
+        if token.group()[1:2] not in (b"!", b"?"):
+            root_at = token.start()
+            break
+    if _PROLOG_ENTITY.search(head, 0, root_at):
         raise FeedParseError(
             f"{url}: not a feed (refused: the document declares XML entities, which feeds"
             " do not need and entity-expansion and XXE attacks use)"
@@ -388,15 +483,20 @@ def trim_items(content: bytes, keep: int) -> bytes:
     removed, leaving a well-formed document. Feeds list newest first by
     convention; the newest-N sort by date then runs on what is left.
     """
-    matches = list(_ITEM_START.finditer(content))
-    if len(matches) <= keep:
+    starts = _ITEM_START.finditer(content)
+    cut = -1
+    for count, match in enumerate(starts):
+        if count == keep:
+            cut = match.start()
+            break
+    if cut < 0:
         return content
-    closing = b"</" + matches[0].group(1) + b">"
-    cut = matches[keep].start()
-    end = content.rfind(closing)
-    if end < cut:
+    last_end = None
+    for last_end in _ITEM_END.finditer(content, cut):  # noqa: B007 - the last one is wanted
+        pass
+    if last_end is None:
         return content  # not the simple sibling layout expected: leave it whole
-    return content[:cut] + content[end + len(closing):]
+    return content[:cut] + content[last_end.end():]
 
 
 def _newest(items: list[FeedItem], max_items: int, now: datetime) -> list[FeedItem]:
@@ -429,6 +529,7 @@ def parse_feed(
     else:
         content = _utf16_without_bom(content)
         _guard_prolog(content, url)
+        content = safe_char_refs(content)
         if max_items is not None:
             content = trim_items(content, max(4 * max_items, 500))
         response_headers = {"content-location": _stand_in_base(url)}
@@ -449,11 +550,21 @@ def parse_feed(
             ttl = int(feed.get("ttl")) if feed.get("ttl") else None
         except (TypeError, ValueError):
             ttl = None
-        items = tuple(_entry_to_item(e, url) for e in result.entries)
+        feed_language = feed.get("language") if isinstance(feed.get("language"), str) else None
+        entries: list[FeedItem] = []
+        skipped: list[tuple[str, str]] = []
+        for entry in result.entries:
+            try:
+                entries.append(_entry_to_item(entry, url, feed_language))
+            except Exception as exc:  # one bad item: skipped and reported, the feed goes on
+                skipped.append((no_surrogates(str(entry.get("id") or entry.get("link") or ""))[:200],
+                                f"{type(exc).__name__}: {exc}"[:300]))
+        items = tuple(entries)
         parsed = ParsedFeed(
             title=one_line(html_to_text(feed.get("title", "") or "", MAX_TITLE)),
             version=version or "unknown", items=items, ttl_minutes=ttl,
             link=_http_link(_rebase(feed.get("link"), url), url), warnings=tuple(warnings),
+            skipped=tuple(skipped),
         )
     if max_items is not None and len(parsed.items) > max_items:
         newest = _newest(list(parsed.items), max_items, now or datetime.now(UTC))

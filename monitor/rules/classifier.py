@@ -3,6 +3,9 @@
 All terms of all topics are compiled once into shared spaCy matchers (one
 ``PhraseMatcher`` per match attribute), so an article is scanned once whatever
 the number of rules; only the topics whose terms occurred are then evaluated.
+Matchers are bound to one pipeline's vocabulary, so the rules are compiled once
+per language (on its first article) against that language's analyser, and an
+article is analysed and matched in its own language (see ``Analysers``).
 Wildcard terms are tested against each distinct word of a field, not each token
 (see ``_WildcardIndex``). Regex leaves run through re2 (linear time), entity
 leaves read ``doc.ents``.
@@ -16,10 +19,11 @@ the article is in the topic's scope.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,14 +33,25 @@ from spacy.attrs import LOWER, NORM, ORTH
 from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
-from monitor.analysis.analyser import AnalysedArticle, Analyser, FieldText
+from monitor.analysis.analyser import AnalysedArticle, Analyser, Analysers, FieldText
+from monitor.analysis.languages import FALLBACK_LANGUAGE
 from monitor.models import Article, EvidenceSentence, TermHit, TopicMatch
+from monitor.rules.features import RuleOutcome, topic_signals
+from monitor.rules.learned import LearnedModel, Verdict, model_path_for
 from monitor.rules.ruleset import LeafSpec, Node, RuleSet, Topic, compile_regex, load_rules
+
+log = logging.getLogger(__name__)
 
 MAX_REGEX_MATCHES = 500  # per regex and field: bounds the work a greedy pattern can cause
 MAX_EVIDENCE = 3
 _FIELD_ORDER = {"title": 0, "summary": 1, "lede": 2, "body": 3}
 _WILD_CHARS = r"[\w'’.\-]*"
+# Longer "words" (a 288,000-character run) never match a wildcard. An atom has at
+# most MAX_WILDCARD_STARS stars (``check`` refuses more), so its backtracking on a
+# word is bounded by MAX_WILD_WORD ** (stars + 1) steps: under 1 ms per word,
+# where a 3-star term on one 7 KB word took 8.1 s. (Python re, not re2: re2's
+# case folding differs from the Matcher's for "İ", "ß" and the Kelvin sign.)
+MAX_WILD_WORD = 64
 _WILD_MARK = "zqxwildzqx"  # stands in for "*" while a wildcard term is tokenised
 _WILD_COLS = (ORTH, LOWER, NORM)  # columns of the token array multi-token wildcards test
 _ATOM = -1  # a _Slot column: the token must match a wildcard atom
@@ -102,13 +117,20 @@ class TopicExplanation:
     channels: tuple[str, ...] = ()
     hits: tuple[TermHit, ...] = ()
     evidence: tuple[EvidenceSentence, ...] = ()
-    reasons: tuple[str, ...] = ()  # why not (empty when fired)
+    reasons: tuple[str, ...] = ()  # why not, and what was missing by how much (empty when fired)
+    why: str = ""  # in words: where the topic was found and how strongly
+    outcome: RuleOutcome | None = None  # the rules' findings, as the learned stage reads them
+    learned: Verdict | None = None  # the learned stage's verdict, when a model is loaded
+    language: str = FALLBACK_LANGUAGE  # whose analyser and compiled rules judged the article
+    article_language: str | None = None  # the article's own language, if it gave one
 
     def to_match(self) -> TopicMatch:
         return TopicMatch(
             topic=self.topic, score=self.score, threshold=self.threshold,
             severity=self.severity, hits=self.hits, evidence=self.evidence,
-            channels=self.channels,
+            channels=self.channels, language=self.language,
+            why="; ".join(w for w in (self.why, self.learned.words() if self.learned is not None
+                                      and self.learned.decided_by == "model" else "") if w),
         )
 
     def format(self) -> str:
@@ -119,7 +141,14 @@ class TopicExplanation:
             f"{self.threshold:g}, {self.distinct_terms} distinct terms (min {self.min_terms}), "
             f"severity {self.severity}"
         ]
+        if self.why:
+            lines.append(f"  {'why' if self.fired else 'found'}: {self.why}")
+        if self.learned is not None:
+            lines.append(f"  {self.learned.words()}")
         lines += [f"  why not: {r}" for r in self.reasons]
+        if self.article_language not in (None, self.language):
+            lines.append(f"  language: {self.article_language!r} has no analyser; judged as "
+                         f"{self.language!r}")
         if self.hits:
             per_term: dict[str, list[TermHit]] = defaultdict(list)
             for h in self.hits:
@@ -134,6 +163,37 @@ class TopicExplanation:
             lines.append("  evidence:")
             lines += [f"    [{e.field}] {e.marked}" for e in self.evidence]
         return "\n".join(lines)
+
+
+_FIELD_WORDS = {"title": "in the headline", "summary": "in the summary", "lede": "in the lede"}
+
+
+def shown_term(term: str, matched: str) -> str:
+    """A rule term as an explanation shows it: as written, except a regex (``/…/``),
+    which an analyst cannot read: its match is shown, quoted."""
+    if len(term) > 2 and term.startswith("/") and term.endswith("/"):
+        return f'"{" ".join(matched.split())}"'
+    return term
+
+
+def why_words(hits: Sequence[TermHit], threshold: float, base_threshold: float) -> str:
+    """Where a topic was found, in words an analyst reads at a glance:
+    "in the headline; 4 body sentences; threshold 3 raised for a long article"."""
+    if not hits:
+        return "no term of the topic in the article"
+    parts = [words for f, words in _FIELD_WORDS.items() if any(h.field == f for h in hits)]
+    body = len({h.sentence for h in hits if h.field == "body"})
+    if body:
+        more = " more" if any(h.field == "lede" for h in hits) else ""
+        parts.append(f"{body}{more} body sentence{'s' if body != 1 else ''}")
+    points: dict[str, float] = defaultdict(float)
+    for h in hits:
+        points[h.term] += h.weight
+    top = sorted(points, key=lambda t: -points[t])[:4]
+    parts.append("carried by " + ", ".join(top))
+    if threshold > base_threshold:
+        parts.append(f"threshold {threshold:g} raised from {base_threshold:g} for a long article")
+    return "; ".join(parts)
 
 
 class _WildcardIndex:
@@ -181,7 +241,8 @@ class _WildcardIndex:
         found = self._atom_ids.get((case, parts))
         if found is not None:
             return found
-        # The very regex the Matcher used (and tested with .search, as it did).
+        # The very regex the Matcher used (and tested with .search, as it did); bounded by
+        # the word cap in _atoms_of.
         rx = "^" + _WILD_CHARS.join(re.escape(p) for p in parts) + "$"
         atom = self._atom_ids[(case, parts)] = len(self.atoms)
         self.atoms.append(re.compile(rx if case else "(?i)" + rx))
@@ -198,6 +259,8 @@ class _WildcardIndex:
         return atom
 
     def _atoms_of(self, word: str) -> tuple[int, ...]:
+        if len(word) > MAX_WILD_WORD:
+            return ()
         head = word[:2]
         cands = self._exact.get(head, []) + self._always
         if head.isascii():
@@ -266,12 +329,12 @@ def _starts(cols: np.ndarray, slots: tuple[_Slot, ...], hits: dict[int, tuple[in
     return np.flatnonzero(ok).tolist()
 
 
-class Classifier:
-    """Compiled rules + analyser; build once per process, reuse for every article."""
+class _CompiledRules:
+    """A rule set's terms compiled against one language's analyser (its vocab)."""
 
     def __init__(self, ruleset: RuleSet, analyser: Analyser) -> None:
-        self.ruleset = ruleset
         self.analyser = analyser
+        self.language = analyser.language
         analyser.add_gazetteer(ruleset.gazetteer)
         nlp = analyser.nlp
         self._vocab = nlp.vocab
@@ -283,23 +346,6 @@ class Classifier:
         self._regexes: list[tuple[int, Any]] = []
         self._entities: list[tuple[int, LeafSpec]] = []
         self._compile(ruleset.leaves)
-        # Inverted index: which topics a leaf can score for (only those are evaluated).
-        self._leaf_topics: dict[int, list[int]] = defaultdict(list)
-        for ti, topic in enumerate(ruleset.topics):
-            for leaf in topic.leaf_ids:
-                self._leaf_topics[leaf].append(ti)
-
-    @classmethod
-    def from_files(cls, paths: Sequence[Path] | Path, spacy_model: str | None = None) -> Classifier:
-        return cls(load_rules(paths), Analyser(spacy_model))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # spaCy matchers and re2 objects do not pickle; rebuild from the plain rule set.
-        return (_rebuild, (self.ruleset, self.analyser.model_requested))
-
-    @property
-    def topics(self) -> list[Topic]:
-        return self.ruleset.topics
 
     # --- compilation ---------------------------------------------------------------
 
@@ -308,6 +354,9 @@ class Classifier:
         phrase_patterns: dict[str, list[tuple[str, Doc]]] = defaultdict(list)
         for i, leaf in enumerate(leaves):
             key = f"L{i}"
+            text = _term_text(leaf, self.language)
+            if text is None:
+                continue  # another language's term: never looked for in this one's articles
             if leaf.kind == "regex":
                 self._regexes.append((i, compile_regex(leaf.text, case=leaf.case)))
                 continue
@@ -316,10 +365,10 @@ class Classifier:
                 continue
             self._key_leaf[self._vocab.strings.add(key)] = i
             attr = "ORTH" if leaf.case else ("NORM" if leaf.lemma else "LOWER")
-            if "*" in leaf.text:
-                self._wild.add(i, self._wild_slots(leaf.text, attr, norms), case=leaf.case)
+            if "*" in text:
+                self._wild.add(i, self._wild_slots(text, attr, norms), case=leaf.case)
             else:
-                doc = norms(self.analyser.nlp.make_doc(leaf.text))
+                doc = norms(self.analyser.nlp.make_doc(text))
                 phrase_patterns[attr].append((key, doc))
         for attr, pats in phrase_patterns.items():
             by_key: dict[str, list[Doc]] = defaultdict(list)
@@ -345,7 +394,7 @@ class Classifier:
 
     # --- matching ------------------------------------------------------------------
 
-    def _occurrences(self, analysed: AnalysedArticle) -> dict[int, list[Occurrence]]:
+    def occurrences(self, analysed: AnalysedArticle) -> dict[int, list[Occurrence]]:
         """Every leaf occurrence in every field: one pass of each matcher per field."""
         found: dict[int, list[Occurrence]] = defaultdict(list)
         for ft in analysed.fields:
@@ -384,17 +433,166 @@ class Classifier:
 
     @staticmethod
     def _occ(ft: FieldText, leaf: int, start: int, end: int) -> Occurrence:
-        span = ft.doc[start:end]
+        # Two tokens and a slice of the field's string: a Span would rebuild its
+        # text token by token (a fifth of the matching cost with the seed pack).
+        first, last = ft.doc[start], ft.doc[end - 1]
+        cstart, cend = first.idx, last.idx + len(last)
         return Occurrence(
             leaf=leaf, field=ft.name, sent=ft.sentence_of(start), start=start, end=end,
-            cstart=span.start_char, cend=span.end_char, text=span.text,
+            cstart=cstart, cend=cend, text=ft.text[cstart:cend],
         )
+
+
+def _term_text(leaf: LeafSpec, language: str) -> str | None:
+    """The text of a leaf as compiled for ``language``, or None when the leaf belongs to
+    another language (a rule file's language block): shared leaves compile everywhere,
+    and a term is lemmatised by the analyser of the language it is compiled for."""
+    if leaf.language is not None and leaf.language != language:
+        return None
+    return leaf.text
+
+
+class Classifier:
+    """Compiled rules + analysers; build once per process, reuse for every article.
+
+    ``analysers`` is the registry that picks an article's analyser by its
+    language; a single ``Analyser`` is taken as that language's, with the other
+    supported languages built on first use. The fallback language's rules are
+    compiled at once (so rule errors surface here); others on first use.
+    """
+
+    def __init__(self, ruleset: RuleSet, analysers: Analysers | Analyser | None = None, *,
+                 learned: LearnedModel | str | None = "auto") -> None:
+        self.ruleset = ruleset
+        # The learned second stage: "auto" loads the model file beside the rule pack
+        # when there is one (rules alone otherwise); None turns it off.
+        self.learned: LearnedModel | None = None
+        self.learned_path: Path | None = None
+        if learned == "auto":
+            self.learned, self.learned_path = _find_model(ruleset)
+        elif isinstance(learned, LearnedModel):
+            self.learned = learned
+        if analysers is None:
+            analysers = Analysers()
+        elif isinstance(analysers, Analyser):
+            analysers = Analysers.around(analysers)
+        self.analysers = analysers
+        self._memo = _TreeMemo()
+        self._compiled: dict[str, _CompiledRules] = {}
+        self._rules(analysers.fallback)
+        # Inverted index: which topics a leaf can score for (only those are evaluated).
+        self._leaf_topics: dict[int, list[int]] = defaultdict(list)
+        for ti, topic in enumerate(ruleset.topics):
+            for leaf in topic.leaf_ids:
+                self._leaf_topics[leaf].append(ti)
+
+    @classmethod
+    def from_files(cls, paths: Sequence[Path] | Path, spacy_model: str | None = None) -> Classifier:
+        return cls(load_rules(paths), Analysers.default(spacy_model))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # spaCy matchers and re2 objects do not pickle; rebuild from the plain rule set.
+        return (_rebuild, (self.ruleset, self.analysers, self.learned))
+
+    @property
+    def topics(self) -> list[Topic]:
+        return self.ruleset.topics
+
+    @property
+    def analyser(self) -> Analyser:
+        """The fallback language's analyser (English): articles of unknown language use it."""
+        return self.analysers.get(self.analysers.fallback)
+
+    def _rules(self, language: str) -> _CompiledRules:
+        """The rules compiled for a registered ``language`` (compiled on first use)."""
+        rules = self._compiled.get(language)
+        if rules is None:
+            rules = self._compiled[language] = _CompiledRules(
+                self.ruleset, self.analysers.get(language))
+        return rules
+
+    def _occurrences(self, analysed: AnalysedArticle) -> dict[int, list[Occurrence]]:
+        """Every leaf occurrence, by the rules compiled for the analysed article's language.
+
+        A headline repeated as the body's first line (trafilatura keeps the page's
+        <h1>) counts once, as the headline: its body copy's occurrences are dropped."""
+        found = self._rules(analysed.language).occurrences(analysed)
+        copies = headline_copies(analysed)
+        if copies:
+            for leaf in list(found):
+                kept = [o for o in found[leaf] if o.field != "body" or o.sent not in copies]
+                if kept:
+                    found[leaf] = kept
+                else:
+                    del found[leaf]
+        return found
+
+    def _evaluator(self, topic: Topic, found: dict[int, list[Occurrence]],
+                   analysed: AnalysedArticle) -> _Evaluator:
+        return _Evaluator(topic, found, analysed, headline_copies=headline_copies(analysed),
+                          memo=self._memo)
+
+    def _second_stage(self, exps: list[TopicExplanation],
+                      analysed: AnalysedArticle) -> list[TopicExplanation]:
+        """The learned stage's verdict on each explained topic (when a model is loaded)."""
+        model = self.learned
+        if model is None or not model.judges(analysed.language):
+            return exps
+        ratios = {e.topic: min(4.0, e.score / e.threshold) if e.threshold else 0.0 for e in exps}
+        out = []
+        for exp in exps:
+            tm = model.topics.get(exp.topic)
+            if tm is None or exp.outcome is None:
+                out.append(exp)
+                continue
+            signals = topic_signals(exp.outcome, analysed)
+            signals.update({f"also:{t}": r for t, r in ratios.items() if t != exp.topic})
+            verdict = tm.verdict(signals, exp.fired)
+            if verdict.fired and not exp.fired:
+                exp = replace(exp, fired=True, reasons=())
+            elif exp.fired and not verdict.fired:
+                exp = replace(exp, fired=False, reasons=(verdict.words(),))
+            out.append(replace(exp, learned=verdict))
+        return out
+
+    def judge(self, article: Article, *, now: datetime | None = None) -> dict[str, set[str]]:
+        """The topics that fire by rules alone ("rules") and, with a model loaded, with
+        the learned stage ("both"): one analysis and one rule evaluation for both."""
+        analysed = self.analyse(article)
+        rules = self.explain_analysed(article, analysed, now=now, learned=False)
+        out = {"rules": {e.topic for e in rules if e.fired}}
+        if self.learned is not None:
+            both = self._second_stage(rules, analysed)
+            out["both"] = {e.topic for e in both if e.fired
+                           and not _scope_problem(self.ruleset.topic(e.topic), article, now)}
+        return out
+
+    def explain_analysed(self, article: Article, analysed: AnalysedArticle, *,
+                         now: datetime | None = None, topic: str | None = None,
+                         learned: bool = True) -> list[TopicExplanation]:
+        """``explain`` on an article already analysed; ``learned=False``: rules alone."""
+        found = self._occurrences(analysed)
+        exps = [self._evaluator(t, found, analysed).explain() for t in self.ruleset.topics]
+        if learned:
+            exps = self._second_stage(exps, analysed)
+        out = []
+        for t, exp in zip(self.ruleset.topics, exps, strict=True):
+            if topic is not None and t.id != topic:
+                continue
+            scope = _scope_problem(t, article, now)
+            out.append(_not_fired(exp, scope) if scope else exp)
+        return out
 
     # --- public API ------------------------------------------------------------------
 
+    def analyse(self, article: Article) -> AnalysedArticle:
+        """``article`` analysed by its language's analyser (or the fallback's); a missing or
+        implausible language tag is checked against the text (``Analysers.analyse``)."""
+        return self.analysers.analyse(article)
+
     def classify(self, article: Article, *, now: datetime | None = None) -> list[TopicMatch]:
         """The topics that fired on ``article``, each with its evidence."""
-        return self.classify_analysed(article, self.analyser.analyse(article), now=now)
+        return self.classify_analysed(article, self.analyse(article), now=now)
 
     def classify_analysed(
         self, article: Article, analysed: AnalysedArticle, *, now: datetime | None = None
@@ -402,36 +600,22 @@ class Classifier:
         """``classify`` on an article already analysed (the analysis is the costly part)."""
         found = self._occurrences(analysed)
         candidates = sorted({ti for leaf in found for ti in self._leaf_topics.get(leaf, ())})
-        out = []
+        exps = []
         for ti in candidates:
             topic = self.ruleset.topics[ti]
             if _scope_problem(topic, article, now):
                 continue
-            exp = _Evaluator(topic, found, analysed).explain()
-            if exp.fired:
-                out.append(exp.to_match())
-        return out
-
-    def scores(self, article: Article, *, now: datetime | None = None) -> dict[str, float]:
-        return {e.topic: e.score for e in self.explain(article, now=now)}
+            exps.append(self._evaluator(topic, found, analysed).explain())
+        # A topic none of whose terms occurred scores 0 for the learned stage too.
+        return [e.to_match() for e in self._second_stage(exps, analysed) if e.fired]
 
     def explain(
         self, article: Article, *, now: datetime | None = None, topic: str | None = None
     ) -> list[TopicExplanation]:
         """Every topic (or just ``topic``), fired or not, with score, hits and reasons."""
-        analysed = self.analyser.analyse(article)
-        found = self._occurrences(analysed)
-        topics = self.ruleset.topics
         if topic is not None:
-            topics = [self.ruleset.topic(topic)]
-        out = []
-        for t in topics:
-            exp = _Evaluator(t, found, analysed).explain()
-            scope = _scope_problem(t, article, now)
-            if scope:
-                exp = _not_fired(exp, scope)
-            out.append(exp)
-        return out
+            self.ruleset.topic(topic)  # an unknown topic fails as it always did
+        return self.explain_analysed(article, self.analyse(article), now=now, topic=topic)
 
     def check_examples(self) -> list[str]:
         """Run every topic's should_match / should_not_match texts; list the failures."""
@@ -440,7 +624,7 @@ class Classifier:
             for expect, examples in ((True, t.should_match), (False, t.should_not_match)):
                 for n, ex in enumerate(examples, 1):
                     article = Article(title=ex.title, summary="", body=ex.text,
-                                      text_source="page", url=None)
+                                      text_source="page", url=None, language=ex.language)
                     exp = self.explain(article, topic=t.id)[0]  # scope does not apply
                     if exp.fired == expect:
                         continue
@@ -461,17 +645,97 @@ class Classifier:
         return problems
 
 
-def _rebuild(ruleset: RuleSet, model: str | None) -> Classifier:
-    return Classifier(ruleset, Analyser(model))
+class _TreeMemo:
+    """Per rule set: which leaves each group needs, memoised by node identity (the
+    classifier holding it holds the rule set, so a node's id is never reused)."""
+
+    def __init__(self) -> None:
+        self._needs: dict[int, frozenset[int] | None] = {}
+        self._under: dict[int, frozenset[int]] = {}
+
+    def needs_a_leaf(self, node: Node) -> frozenset[int] | None:
+        """The leaves one of which must occur for ``node`` to hold, or None when it
+        can hold without any (a ``none`` or a ``min_count: 0`` inside)."""
+        key = id(node)
+        if key in self._needs:
+            return self._needs[key]
+        leaves: set[int] | None = set()
+        stack, seen = [node], set()
+        while stack and leaves is not None:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            if n.kind == "none" or n.min_count <= 0:
+                leaves = None
+            elif n.kind == "leaf":
+                leaves.add(n.leaf)
+            else:
+                stack.extend(n.children)
+        result = self._needs[key] = frozenset(leaves) if leaves is not None else None
+        return result
+
+    def leaves_under(self, node: Node) -> frozenset[int]:
+        """Every leaf in ``node``'s tree."""
+        key = id(node)
+        got = self._under.get(key)
+        if got is None:
+            leaves: set[int] = set()
+            stack, seen = [node], set()
+            while stack:
+                n = stack.pop()
+                if id(n) not in seen:
+                    seen.add(id(n))
+                    if n.kind == "leaf":
+                        leaves.add(n.leaf)
+                    stack.extend(n.children)
+            got = self._under[key] = frozenset(leaves)
+        return got
+
+
+def _rebuild(ruleset: RuleSet, analysers: Analysers, learned: LearnedModel | None) -> Classifier:
+    return Classifier(ruleset, analysers, learned=learned)
+
+
+def _find_model(ruleset: RuleSet) -> tuple[LearnedModel | None, Path | None]:
+    """The model file beside the rule pack (``pack.model.json``), if one is there."""
+    for rule_file in dict.fromkeys(Path(t.path) for t in ruleset.topics):
+        path = model_path_for(rule_file)
+        if not path.exists():
+            continue
+        try:
+            model = LearnedModel.load(path)
+        except ValueError as exc:
+            log.warning("learned stage off: %s", exc)
+            return None, None
+        known = {t.id for t in ruleset.topics}
+        model.topics = {k: v for k, v in model.topics.items() if k in known}
+        return model, path
+    return None, None
+
+
+def _normal_line(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip(" .:;!?-–—")
+
+
+def headline_copies(analysed: AnalysedArticle) -> frozenset[int]:
+    """The body's first sentences that repeat the headline word for word."""
+    title, body = analysed.field("title"), analysed.field("body")
+    if title is None or body is None:
+        return frozenset()
+    head = _normal_line(title.text)
+    if len(head) < 12:
+        return frozenset()
+    copies = set()
+    for i in range(min(2, len(body.sent_starts))):
+        s, e = body.sentence_span(i)
+        if _normal_line(body.text[s:e]) == head:
+            copies.add(i)
+    return frozenset(copies)
 
 
 def _not_fired(exp: TopicExplanation, reason: str) -> TopicExplanation:
-    return TopicExplanation(
-        topic=exp.topic, name=exp.name, fired=False, score=exp.score, threshold=exp.threshold,
-        distinct_terms=exp.distinct_terms, min_terms=exp.min_terms, severity=exp.severity,
-        channels=exp.channels, hits=exp.hits, evidence=exp.evidence,
-        reasons=(reason, *exp.reasons),
-    )
+    return replace(exp, fired=False, reasons=(reason, *exp.reasons))
 
 
 EPOCH_ARTEFACT_BEFORE = 1971  # dates before this year are a feed's zero timestamp
@@ -513,10 +777,18 @@ class _Evaluator:
     found: dict[int, list[Occurrence]]
     analysed: AnalysedArticle
     cache: dict[tuple[Node, _Ctx], _Result] = field(default_factory=dict)
+    sentence_index: dict[int, frozenset[tuple[str, int]]] = field(default_factory=dict)
+    field_index: dict[int, dict[str, list[_Hit]]] = field(default_factory=dict)
+    blocked: dict[tuple[tuple[Node, int | None], ...], frozenset[tuple[str, int]]] = field(
+        default_factory=dict)
+    headline_copies: frozenset[int] = frozenset()  # body sentences that repeat the title
+    memo: _TreeMemo = field(default_factory=_TreeMemo)
+    excepted: int = 0  # occurrences dropped by except_near (a feature of the learned stage)
 
     def field_of(self, occ: Occurrence) -> str:
         """The lede is the body's first ``lede_sentences`` sentences."""
-        if occ.field == "body" and occ.sent < self.topic.lede_sentences:
+        # A headline repeated as the body's first line is not part of the lede.
+        if occ.field == "body" and occ.sent < self.topic.lede_sentences + len(self.headline_copies):
             return "lede"
         return occ.field
 
@@ -541,11 +813,18 @@ class _Evaluator:
     # --- evaluation ---
 
     def eval(self, node: Node, ctx: _Ctx = _NO_CTX) -> _Result:
-        if node.kind == "leaf" and not self.found.get(node.leaf):
-            # Most leaves of a big topic did not occur: their result cannot depend
-            # on the context, so skip narrowing it and the cache (a third of the
-            # cost of matching with the seed pack).
-            return _FAIL if node.min_count > 0 else _EMPTY_OK
+        if node.kind == "leaf":
+            if not self.found.get(node.leaf):
+                # Most leaves of a big topic did not occur: their result cannot depend
+                # on the context, so skip narrowing it and the cache (a third of the
+                # cost of matching with the seed pack).
+                return _FAIL if node.min_count > 0 else _EMPTY_OK
+        else:
+            # A group none of whose leaves occurred fails without walking it (most
+            # lists of a pack), unless a "none" or a min_count 0 inside could hold.
+            leaves = self.memo.needs_a_leaf(node)
+            if leaves is not None and self.found.keys().isdisjoint(leaves):
+                return _FAIL
         key = (node, ctx)
         res = self.cache.get(key)
         if res is None:
@@ -566,15 +845,24 @@ class _Evaluator:
             return self._leaf(node, ctx)
         if node.kind == "near":
             return self._near(node, ctx)
-        results = [self.eval(c, ctx) for c in node.children]
+        if node.kind == "any":
+            # Skip the call for a listed term that did not occur (most of a list).
+            found = self.found
+            results = [self.eval(c, ctx) for c in node.children
+                       if c.kind != "leaf" or c.min_count <= 0 or found.get(c.leaf)]
+        else:
+            results = [self.eval(c, ctx) for c in node.children]
         if node.kind == "none":
             return _Result(not any(r.ok for r in results))
         if node.kind == "all" and not all(r.ok for r in results):
             return _FAIL
-        hits = tuple(
-            _Hit(h.occ, h.term, h.weight * node.weight, h.src)
-            for r in results if r.ok for h in r.hits
-        )
+        if node.weight == 1.0:  # the common case: the children's hits as they are
+            hits = tuple(h for r in results if r.ok for h in r.hits)
+        else:
+            hits = tuple(
+                _Hit(h.occ, h.term, h.weight * node.weight, h.src)
+                for r in results if r.ok for h in r.hits
+            )
         ok = any(r.ok for r in results) and self._enough(node, hits)
         return _Result(ok, hits if ok else ())
 
@@ -594,38 +882,84 @@ class _Evaluator:
             if fields is not None and self.field_of(occ) not in fields:
                 continue
             if excepts and self._excepted(occ, excepts):
+                self.excepted += 1
                 continue
             hits.append(_Hit(occ, node.label, node.weight, id(node)))
         ok = len(hits) >= node.min_count
         return _Result(ok, tuple(hits) if ok else ())
 
     def _excepted(self, occ: Occurrence, excepts: tuple[tuple[Node, int | None], ...]) -> bool:
+        blocked = self.blocked.get(excepts)
+        if blocked is None:
+            # The sentences every sentence-window exception holds in, as one set.
+            sentences: set[tuple[str, int]] = set()
+            for ex, within in excepts:
+                if within is None:
+                    sentences |= self._sentences_of(ex)
+            blocked = self.blocked[excepts] = frozenset(sentences)
+        if (occ.field, occ.sent) in blocked:
+            return True
         for ex, within in excepts:
-            for h in self.eval(ex).hits:
+            if within is None:
+                continue
+            for h in self._by_field(ex).get(occ.field, ()):
                 if self.close(occ, h.occ, within):
                     return True
         return False
+
+    def _sentences_of(self, node: Node) -> frozenset[tuple[str, int]]:
+        """The (field, sentence) pairs where ``node`` holds: sentence windows are set look-ups."""
+        key = id(node)
+        got = self.sentence_index.get(key)
+        if got is None:
+            got = self.sentence_index[key] = frozenset(
+                (h.occ.field, h.occ.sent) for h in self.eval(node).hits)
+        return got
+
+    def _by_field(self, node: Node) -> dict[str, list[_Hit]]:
+        key = id(node)
+        got = self.field_index.get(key)
+        if got is None:
+            got = self.field_index[key] = defaultdict(list)
+            for h in self.eval(node).hits:
+                got[h.occ.field].append(h)
+        return got
 
     def _near(self, node: Node, ctx: _Ctx) -> _Result:
         parts = [self.eval(c, ctx).hits for c in node.children]
         if not all(parts):
             return _FAIL
+        # Partners filed by sentence (a sentence window) or by field: each anchor
+        # compares with its own sentence's or field's hits only.
+        sentence = node.within is None
+        index: list[dict[tuple[str, int], list[_Hit]]] = []
+        for other in parts[1:]:
+            by: dict[tuple[str, int], list[_Hit]] = defaultdict(list)
+            for h in other:
+                by[(h.occ.field, h.occ.sent if sentence else 0)].append(h)
+            index.append(by)
         hits: dict[Occurrence, _Hit] = {}
-        anchors = 0
+        anchors: set[Occurrence] = set()
         for a in parts[0]:
             partners = []
-            for other in parts[1:]:
-                near = [h for h in other
-                        if h.occ != a.occ and self.close(a.occ, h.occ, node.within)]
+            place = (a.occ.field, a.occ.sent if sentence else 0)
+            for by in index:
+                near = [h for h in by.get(place, ())
+                        if h.occ != a.occ and (sentence or self.close(a.occ, h.occ, node.within))]
                 if not near:
                     break
                 partners.extend(near)
             else:
-                anchors += 1
-                hits[a.occ] = _Hit(a.occ, a.term, a.weight * node.weight, id(node))
+                anchors.add(a.occ)
+                weight = a.weight * node.weight
+                old = hits.get(a.occ)
+                # One span can reach the anchor list twice (as a term and as a nested
+                # proximity's partner, weight 0): the scoring copy is kept.
+                if old is None or old.weight < weight:
+                    hits[a.occ] = _Hit(a.occ, a.term, weight, id(node))
                 for p in partners:
                     hits.setdefault(p.occ, _Hit(p.occ, p.term, 0.0, id(node)))
-        if anchors < node.min_count:
+        if len(anchors) < node.min_count:
             return _FAIL
         return _Result(True, tuple(hits.values()))
 
@@ -681,28 +1015,85 @@ class _Evaluator:
         distinct = len({h.term for h in hits})
         body = self.analysed.field("body")
         threshold = t.threshold_for(body.word_pos(len(body.doc)) if body else 0)
+        # Each reason says what was missing and by how much (test-rule prints them).
         reasons = []
         if score < threshold:
             longer = f" (raised from {t.threshold:g} for a long body)" if threshold > t.threshold else ""
-            reasons.append(f"score {score:g} < threshold {threshold:g}{longer}")
+            short = round(threshold - score, 4)
+            reasons.append(f"score {score:g} < threshold {threshold:g}{longer}: {short:g} more "
+                           f"point{'s' if short != 1 else ''} needed")
         if distinct < t.min_terms:
             reasons.append(f"{distinct} distinct terms < min_terms {t.min_terms}")
+        require_met, require_hits = [], 0
         for i, req in enumerate(t.require, 1):
-            if not self.eval(req).ok:
-                reasons.append(f"require #{i} not met: {req.label} ({req.source})")
+            res = self.eval(req)
+            require_met.append(res.ok)
+            require_hits += sum(len(self.found.get(leaf, ())) for leaf in self.memo.leaves_under(req))
+            if not res.ok:
+                reasons.append(f"require #{i} not met: {self._shortfall(req)}")
+        excluded = 0
         for i, exc in enumerate(t.exclude, 1):
             res = self.eval(exc)
             if res.ok:
+                excluded += 1
                 terms = ", ".join(dict.fromkeys(h.term for h in res.hits)) or exc.label
                 reasons.append(f"excluded by exclude #{i}: {terms} ({exc.source})")
         hits.sort(key=lambda h: (_FIELD_ORDER[h.occ.field], h.occ.start, -self.points(h)))
         term_hits = self._term_hits(hits)
+        outcome = RuleOutcome(
+            fired=not reasons, score=score, threshold=threshold, base_threshold=t.threshold,
+            hits=term_hits, require_met=tuple(require_met), require_hits=require_hits,
+            excluded=excluded, excepted=self.excepted,
+        )
         return TopicExplanation(
             topic=t.id, name=t.name, fired=not reasons, score=score, threshold=threshold,
             distinct_terms=distinct, min_terms=t.min_terms, severity=t.severity,
             channels=t.channels, hits=term_hits, evidence=self.evidence(hits),
-            reasons=tuple(reasons),
+            reasons=tuple(reasons), language=self.analysed.language,
+            article_language=self.analysed.article_language,
+            why=why_words(term_hits, threshold, t.threshold),
+            outcome=outcome,
         )
+
+    def _all_hits(self, node: Node) -> list[_Hit]:
+        """Every occurrence under ``node``, held or not (for "found 1 of 3")."""
+        if node.kind == "leaf":
+            return [_Hit(o, node.label, node.weight) for o in self.found.get(node.leaf, ())]
+        leaves = self.memo.needs_a_leaf(node)
+        if leaves is not None and self.found.keys().isdisjoint(leaves):
+            return []
+        # A proximity's partners ("Ukraine" next to "aid") are not what it looks for.
+        children = node.children[:1] if node.kind == "near" else node.children
+        out: list[_Hit] = []
+        for c in children:
+            if c.kind == "leaf":
+                out.extend(_Hit(o, c.label, c.weight) for o in self.found.get(c.leaf, ()))
+            elif c.kind != "none":
+                out.extend(self._all_hits(c))
+        return out
+
+    def _shortfall(self, node: Node) -> str:
+        """What a failed condition lacked, in words: "3 war-context terms needed (or 1 in
+        the headline), found 1: kremlin"."""
+        found = list(dict.fromkeys(h.occ.text.lower() for h in self._all_hits(node)))
+        names = list(dict.fromkeys(re.findall(r"@(\w+)", node.label)))
+        what = " / ".join(n.replace("_", "-") for n in names) + " terms" if names else node.label
+        options = [c for c in node.children if c.kind != "none"] if node.kind == "any" else [node]
+        alternatives = []  # (how many, where): "3", "1 in the headline", "in 2 sentences"
+        for o in options or [node]:
+            if o.fields:
+                where = "/".join(_FIELD_NAMES.get(f, f) for f in sorted(o.fields, key=_field_rank))
+                alternatives.append((str(max(1, o.min_count)), f" in the {where}"))
+            elif o.min_sentences > 1:
+                alternatives.append(("", f" in {o.min_sentences} sentences"))
+            else:
+                alternatives.append((str(max(1, o.min_count)), ""))
+        (count, where), rest = alternatives[0], alternatives[1:]
+        head = f"{count} {what}{where}" if count else f"{what}{where}"
+        others = ", ".join(f"{c}{w}".strip() for c, w in rest)
+        shown = ", ".join(found[:6]) + (f" (+{len(found) - 6})" if len(found) > 6 else "")
+        return (f"{head}{f' (or {others})' if others else ''} needed, found {len(found)}"
+                + (f": {shown}" if found else "") + f" ({node.source})")
 
     def _term_hits(self, hits: list[_Hit]) -> tuple[TermHit, ...]:
         """One TermHit per matched span; a span scored by two nodes (a term and a
@@ -716,7 +1107,8 @@ class _Evaluator:
                 merged[key] = TermHit(term=old.term, text=old.text, field=old.field,
                                       sentence=old.sentence, weight=round(old.weight + pts, 4))
             else:
-                merged[key] = TermHit(term=h.term, text=h.occ.text, field=self.field_of(h.occ),
+                merged[key] = TermHit(term=shown_term(h.term, h.occ.text), text=h.occ.text,
+                                      field=self.field_of(h.occ),
                                       sentence=h.occ.sent, weight=round(pts, 4))
         return tuple(merged.values())
 
@@ -743,9 +1135,16 @@ class _Evaluator:
             out.append(EvidenceSentence(
                 field=self.field_of(hs[0].occ), text=" ".join(text.split()),
                 marked=" ".join(mark(text, spans).split()),
-                terms=tuple(dict.fromkeys(h.term for h in hs)),
+                terms=tuple(dict.fromkeys(shown_term(h.term, h.occ.text) for h in hs)),
             ))
         return tuple(out)
+
+
+_FIELD_NAMES = {"title": "headline", "summary": "summary", "lede": "lede", "body": "body"}
+
+
+def _field_rank(name: str) -> int:
+    return _FIELD_ORDER.get(name, 9)
 
 
 def mark(text: str, spans: Iterable[tuple[int, int]]) -> str:

@@ -8,13 +8,18 @@ others (``exclude``). See docs/rules.md for the user reference.
 Loading needs no spaCy: term texts are kept as written and tokenised later by
 ``monitor.rules.classifier`` with the analyser's tokenizer, so ``newsmon`` can validate a
 rule file quickly and every error still names the file, line and key.
+
+A mapping keyed by language codes (``{ru: [перемирие], uk: ["перемир'я"]}``) is a
+*language block*: the terms in it are that language's only (``LeafSpec.language``),
+compiled with its lemmatizer and looked for in its articles; everything else is
+shared by every language (see docs/rules.md, "Languages").
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +27,7 @@ from typing import Annotated, Any, Literal
 import re2
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from monitor.analysis.languages import LANGUAGE_CODES
 from monitor.yamlfile import (
     ConfigError,
     ConfigErrors,
@@ -47,6 +53,7 @@ GAZETTEER_LABELS: dict[str, str] = {"person": "PERSON", "org": "ORG", "place": "
 MAX_EXPANDED_NODES = 100_000  # nested list references could otherwise multiply work
 MAX_TERM_CHARS = 200
 MAX_REGEX_CHARS = 1_000
+MAX_WILDCARD_STARS = 3  # per word: each star widens what one word may match
 RE2_MAX_MEM = 8 << 20  # bytes per compiled regex: bounds what one pattern can cost
 
 _KEYWORDS = ("term", "regex", "list", "entity", "any", "all", "none", "near")
@@ -54,6 +61,9 @@ _WILDCARD_RE = re.compile(r"^[\w'’.\-]*\*[\w'’.\-*]*$")
 _ID_PATTERN = r"^[a-z0-9][a-z0-9_\-]*$"
 _AGE_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_LANGUAGE_KEY = re.compile(r"^[a-z]{2,3}$")  # a mapping keyed so is a language block
+_CYRILLIC_LETTER = re.compile("[\u0400-\u04ff]")
+_LATIN_LETTER = re.compile("[A-Za-z]")
 
 # --- compiled form -----------------------------------------------------------------
 
@@ -72,6 +82,7 @@ class LeafSpec:
     case: bool = False
     labels: frozenset[str] = frozenset()  # entity labels
     names: frozenset[str] = frozenset()  # entity texts (lower case); empty = any
+    language: str | None = None  # only articles in this language (a language block); None: all
 
 
 @dataclass(eq=False, slots=True)
@@ -97,6 +108,7 @@ class Example:
     text: str
     title: str
     line: int | None
+    language: str | None = None  # as an article's tag would say; None: detected from the text
 
 
 @dataclass(slots=True)
@@ -216,6 +228,7 @@ class LengthModel(_Strict):
 class ExampleModel(_Strict):
     text: str
     title: str = ""
+    lang: str | None = None
 
 
 class ScopeModel(_Strict):
@@ -276,6 +289,7 @@ class _Compiler:
         self._leaf_ids: dict[LeafSpec, int] = {}
         self.lists: dict[str, _ListDef] = {}
         self._size: dict[int, int] = {}  # id(node) -> expanded size (bomb guard)
+        self.language: str | None = None  # inside a language block: its code
 
     # errors
     def error(self, doc: YamlDocument, loc: Loc, message: str) -> None:
@@ -297,6 +311,8 @@ class _Compiler:
 
     # leaves
     def leaf(self, spec: LeafSpec) -> int:
+        if self.language is not None:
+            spec = replace(spec, language=self.language)
         if spec not in self._leaf_ids:
             self._leaf_ids[spec] = len(self.leaves)
             self.leaves.append(spec)
@@ -324,15 +340,18 @@ class _Compiler:
             self.error(doc, loc, "a condition is a term string, a list or a mapping")
             return None
         present = [k for k in _KEYWORDS if k in raw]
+        if not present and raw and all(isinstance(k, str) and _LANGUAGE_KEY.match(k) for k in raw):
+            return self.language_block(raw, doc, loc)
         if len(present) != 1:
             what = ", ".join(present) if present else "none"
             self.error(
                 doc, loc,
-                f"a condition needs exactly one of {', '.join(_KEYWORDS)} (found {what})",
+                f"a condition needs exactly one of {', '.join(_KEYWORDS)}, or is a language "
+                f"block keyed by language codes such as ru: [...] (found {what})",
             )
             return None
         kind = present[0]
-        model_cls: type[_Common] = {
+        model_cls: Any = {
             "term": TermModel, "regex": RegexModel, "list": ListRefModel,
             "entity": EntityModel, "near": NearModel,
         }.get(kind, GroupModel)
@@ -354,6 +373,43 @@ class _Compiler:
         assert isinstance(model, GroupModel)
         return self.group(kind, model, doc, loc)
 
+    def language_block(self, raw: dict[str, Any], doc: YamlDocument, loc: Loc) -> Node | None:
+        """``{ru: [...], uk: [...]}``: each language's conditions, tagged with it."""
+        if self.language is not None:
+            self.error(doc, loc, f"a language block inside the {self.language!r} block "
+                                 "(each term belongs to one language)")
+            return None
+        kids: list[Node] = []
+        ok = True
+        for code, items in raw.items():
+            if code not in LANGUAGE_CODES:
+                self.error(doc, (*loc, code), f"unknown language {code!r} "
+                                              f"(rule files know: {', '.join(LANGUAGE_CODES)})")
+                ok = False
+                continue
+            if items is None or items == []:
+                self.error(doc, (*loc, code), f"the {code!r} block needs at least one condition")
+                ok = False
+                continue
+            self.language = code
+            try:
+                if isinstance(items, list):
+                    sub = self.children(items, doc, (*loc, code))
+                else:
+                    one = self.node(items, doc, (*loc, code))
+                    sub = (one,) if one is not None else None
+            finally:
+                self.language = None
+            if sub is None:
+                ok = False
+            else:
+                kids.extend(sub)
+        if not ok:
+            return None
+        node = Node(kind="any", label=f"{'/'.join(raw)} terms", children=tuple(kids),
+                    source=self.where(doc, loc))
+        return self.bounded(node, doc, loc)
+
     def _fields(self, model: _Common) -> frozenset[str] | None:
         return frozenset(model.fields) if model.fields else None
 
@@ -371,6 +427,15 @@ class _Compiler:
         for w in words:
             if "*" in w and (w == "*" or not _WILDCARD_RE.match(w)):
                 self.error(doc, loc, f"bad wildcard {w!r}: '*' stands for letters inside a word")
+                return None
+            if w.count("*") > MAX_WILDCARD_STARS:
+                self.error(doc, loc, f"wildcard {w!r} has {w.count('*')} '*': at most"
+                           f" {MAX_WILDCARD_STARS} in one word")
+                return None
+            if _CYRILLIC_LETTER.search(w) and _LATIN_LETTER.search(w):
+                latin = "".join(dict.fromkeys(_LATIN_LETTER.findall(w)))
+                self.error(doc, loc, f"{w!r} mixes Cyrillic and Latin letters ({latin!r}: a Latin "
+                                     "look-alike typed in a Cyrillic word?)")
                 return None
         # Case-sensitive terms match the exact word forms; lemma matching is case-blind.
         spec = LeafSpec(
@@ -426,7 +491,7 @@ class _Compiler:
         if kids is None or excepts is None or within is False:
             return None
         node = Node(
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,  # type: ignore[arg-type]  # kind is one of the Literal values, checked above
             label=f"{kind}({', '.join(c.label for c in kids[:3])}{', …' if len(kids) > 3 else ''})",
             children=kids, weight=model.weight, fields=self._fields(model),
             min_count=model.min_count, min_sentences=model.min_sentences,
@@ -492,10 +557,13 @@ class _Compiler:
             self.error(doc, loc, f"list @{name} refers to itself (a cycle of list references)")
             return None
         ldef.compiling = True
+        # A list keeps its own languages wherever it is named (even inside a language block).
+        outer, self.language = self.language, None
         try:
             kids = self.children(ldef.items, ldef.doc, ldef.loc)
         finally:
             ldef.compiling = False
+            self.language = outer
         if kids is None:
             return None
         if not kids:
@@ -617,13 +685,18 @@ def load_rules(paths: Sequence[Path] | Path) -> RuleSet:
 
 
 def _examples(
-    items: Iterable[str | ExampleModel], doc: YamlDocument, loc: Loc
+    comp: _Compiler, items: Iterable[str | ExampleModel], doc: YamlDocument, loc: Loc
 ) -> tuple[Example, ...]:
     out = []
     for j, ex in enumerate(items):
         line, _ = locate(doc.data, (*loc, j))
-        text, title = (ex, "") if isinstance(ex, str) else (ex.text, ex.title)
-        out.append(Example(text=text, title=title, line=line))
+        if isinstance(ex, str):
+            out.append(Example(text=ex, title="", line=line))
+            continue
+        if ex.lang is not None and ex.lang not in LANGUAGE_CODES:
+            comp.error(doc, (*loc, j, "lang"), f"unknown language {ex.lang!r} "
+                                               f"(rule files know: {', '.join(LANGUAGE_CODES)})")
+        out.append(Example(text=ex.text, title=ex.title, line=line, language=ex.lang))
     return tuple(out)
 
 
@@ -663,8 +736,9 @@ def _topic(comp: _Compiler, raw: Any, doc: YamlDocument, loc: Loc) -> Topic | No
             languages = frozenset(lang.lower() for lang in model.scope.languages)
     if len(comp.errors) > before or terms is None or require is None or exclude is None:
         return None
-    weights = dict(DEFAULT_FIELD_WEIGHTS)
-    weights.update(model.fields)
+    weights: dict[str, float] = dict(DEFAULT_FIELD_WEIGHTS)
+    for field_name, weight in model.fields.items():
+        weights[field_name] = weight
     line, _ = locate(doc.data, loc)
     root = Node(kind="any", label="terms", children=terms, source=comp.where(doc, loc))
     ids: set[int] = set()
@@ -680,7 +754,7 @@ def _topic(comp: _Compiler, raw: Any, doc: YamlDocument, loc: Loc) -> Topic | No
         lede_sentences=model.lede_sentences, field_weights=weights, terms=root,
         require=require, exclude=exclude, feed_tags=feed_tags, languages=languages,
         max_age=max_age,
-        should_match=_examples(model.should_match, doc, (*loc, "should_match")),
-        should_not_match=_examples(model.should_not_match, doc, (*loc, "should_not_match")),
+        should_match=_examples(comp, model.should_match, doc, (*loc, "should_match")),
+        should_not_match=_examples(comp, model.should_not_match, doc, (*loc, "should_not_match")),
         path=str(doc.path), line=line, leaf_ids=frozenset(ids),
     )

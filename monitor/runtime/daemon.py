@@ -25,53 +25,78 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from monitor import notices
 from monitor.config import Config, FeedConfig, load_config, secret_values
-from monitor.delivery.deliverer import ChannelError, Deliverer, DeliveryReport
-from monitor.delivery.routing import admin_channels
-from monitor.ingest.cadence import tick_interval
+from monitor.delivery.deliverer import Deliverer, DeliveryReport
+from monitor.delivery.routing import admin_channels, routing_problems, unrouted_topics
+from monitor.errors import NewsmonError, StorageError
+from monitor.ingest.cadence import capped_next_poll, tick_interval
 from monitor.logs import add_secrets
-from monitor.models import ArticleInput, ProcessedArticle
+from monitor.models import ProcessedArticle
+from monitor.records import ChannelHealthRow, StatusFigures, iso, utcnow
 from monitor.rules.classifier import Classifier
 from monitor.runtime.clock import ClockGuard
+from monitor.runtime.cycles import CycleReport, CycleTally, PollOutcome
+from monitor.runtime.lock import DaemonLock, DatabaseLocked
 from monitor.runtime.metrics import HttpEndpoint, Metrics
-from monitor.runtime.pipeline import ArticleProcessor, CycleReport, Pipeline, PollOutcome, log_poll
+from monitor.runtime.pipeline import Pipeline, RecordedItem, log_poll
+from monitor.runtime.processor import ArticleProcessor
 from monitor.runtime.retention import maintain
 from monitor.runtime.status import evaluate as evaluate_health
-from monitor.runtime.systemd import TEST_WEDGE_ENV, Notifier, ProgressMonitor
-from monitor.storage.store import Store, StoreError, iso, utcnow
+from monitor.runtime.systemd import Notifier, ProgressMonitor
+from monitor.storage import Storage, StoreError, open_storage
+from monitor.storage.db import check_database
 from monitor.yamlfile import ConfigErrors
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+Role = Literal["full", "delivery", "poll"]  # run, run --delivery-only, run --poll-only
+_T = TypeVar("_T")
+
+
+async def in_daemon_thread(work: Callable[[], _T], name: str = "newsmon-delivery") -> _T:
+    """Run blocking ``work`` in a daemon thread and await its result.
+
+    Not ``asyncio.to_thread``: the interpreter joins the default executor's
+    threads at exit, so a send stuck past the stop deadline would hold the
+    exit (10 s after SIGTERM, and a send after "stopped"). A daemon thread is
+    abandoned at exit instead; its claim makes the next start re-send it.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(setter: Callable[[Any], None], value: Any) -> None:
+        if not future.done():
+            setter(value)
+
+    def run() -> None:
+        try:
+            result = work()
+        except BaseException as exc:  # handed to the awaiting task
+            with contextlib.suppress(RuntimeError):  # the loop is closed: exiting
+                loop.call_soon_threadsafe(settle, future.set_exception, exc)
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, future.set_result, result)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
+HEALTH_READ_S = 3.0  # /healthz waits this long for the database's figures
 STATUS_INTERVAL = 15.0  # seconds between STATUS= updates when there is no watchdog
 MAINTENANCE_FIRST_DELAY = 300.0  # the first upkeep waits for start-up polls to settle
-
-
-class MeteredProcessor(ArticleProcessor):
-    """An ArticleProcessor that hands every batch of results to an observer
-    (the metrics: stage timings, matches by topic)."""
-
-    def __init__(self, config: Config, *, workers: int | None = None,
-                 observer: Callable[[Sequence[ProcessedArticle]], None] | None = None) -> None:
-        super().__init__(config, workers=workers)
-        self.observer = observer
-
-    async def process(self, sources: Sequence[ArticleInput]) -> list[ProcessedArticle]:
-        results = await super().process(sources)
-        if self.observer is not None:
-            self.observer(results)
-        return results
 
 
 @dataclass
@@ -79,43 +104,56 @@ class Runtime:
     """The long-lived parts built from a config; closed together."""
 
     config: Config
-    store: Store
-    delivery_store: Store  # its own connection: delivery runs in a thread
+    storage: Storage
+    delivery_storage: Storage  # its own connection: delivery runs in a thread
     pipeline: Pipeline
     processor: ArticleProcessor
     deliverer: Deliverer
     active: int = 0  # jobs using this runtime now (an old one is closed when it reaches 0)
-    delivering: bool = False  # a delivery thread is using delivery_store
+    delivering: bool = False  # a delivery thread is using delivery_storage
 
     @classmethod
     def build(cls, config: Config, *, workers: int | None = None,
               observer: Callable[[Sequence[ProcessedArticle]], None] | None = None) -> Runtime:
         deliverer = Deliverer(config.channels, config.delivery)  # validates channel URLs first
-        store = Store(config.database_path())
+        storage = open_storage(config.database_path())
         try:
-            store.sync_feeds((f.url, f.name, f.tags) for f in config.feeds)
-            delivery_store = Store(config.database_path())
+            storage.feeds.sync((f.url, f.name, f.tags) for f in config.feeds)
+            delivery_storage = open_storage(config.database_path())
         except StoreError:
-            store.close()
+            storage.close()
             raise
-        processor = MeteredProcessor(config, workers=workers, observer=observer)
+        processor = ArticleProcessor(config, workers=workers)
         fetcher = Pipeline.make_fetcher(config)
-        pipeline = Pipeline(config, store, fetcher, processor)
-        return cls(config, store, delivery_store, pipeline, processor, deliverer)
+        pipeline = Pipeline(config, storage, fetcher, processor)
+        if observer is not None:
+            def observe(recorded: RecordedItem, observer: Callable[
+                    [Sequence[ProcessedArticle]], None] = observer) -> None:
+                observer([recorded.processed])
+            pipeline.after_record.append(observe)
+        return cls(config, storage, delivery_storage, pipeline, processor, deliverer)
 
     async def deliver(self, should_stop: Callable[[], bool] = lambda: False) -> DeliveryReport:
-        """Deliver every due alert (in batches), in a thread: apprise blocks."""
+        """Deliver every due alert (in batches), in a daemon thread: apprise blocks.
+
+        ``should_stop`` is asked before every message (from the thread).
+        """
         total = DeliveryReport()
         self.delivering = True
+        outbox = self.delivery_storage.outbox
         try:
             while True:
-                report = await asyncio.to_thread(self.deliverer.deliver_due, self.delivery_store)
+                report = await in_daemon_thread(
+                    lambda: self.deliverer.deliver_due(outbox, should_stop=should_stop))
                 total.sent += report.sent
                 total.failed += report.failed
                 total.dead += report.dead
+                total.messages += report.messages
+                total.resent += report.resent
+                total.stopped = total.stopped or report.stopped
                 total.errors.extend(report.errors)
-                if (report.sent + report.failed < self.config.delivery.batch or report.failed
-                        or should_stop()):
+                if (report.messages < self.config.delivery.batch or report.failed
+                        or report.stopped or should_stop()):
                     return total
         finally:
             self.delivering = False
@@ -123,9 +161,12 @@ class Runtime:
     async def aclose(self) -> None:
         await self.pipeline.fetcher.aclose()
         self.processor.close()
-        self.store.close()
+        # Closed on the database thread, after any call still in flight there.
+        with contextlib.suppress(Exception):
+            await self.pipeline.db.call(self.storage.close)
+        await asyncio.to_thread(self.pipeline.db.close)
         if not self.delivering:  # else the thread still uses it; the process is exiting
-            self.delivery_store.close()
+            self.delivery_storage.close()
 
 
 async def run_once(config: Config, *, workers: int | None = None) -> tuple[CycleReport, DeliveryReport]:
@@ -139,19 +180,44 @@ async def run_once(config: Config, *, workers: int | None = None) -> tuple[Cycle
     return report, delivery
 
 
-def validate_rules(config: Config) -> None:
-    """Compile the config's rules as the workers will (raises ConfigErrors)."""
-    Classifier.from_files(config.rule_files(), spacy_model=config.analysis.spacy_model)
+def validate_rules(config: Config) -> list[str]:
+    """Compile the config's rules as the workers will, and check their routing.
+
+    Raises ConfigErrors for a topic routed to an unknown channel or a channel
+    naming an unknown topic (file:line, "did you mean"). Returns the topics no
+    channel would receive (stored, never alerted: logged and shown by status).
+    """
+    classifier = Classifier.from_files(config.rule_files(), spacy_model=config.analysis.spacy_model)
+    topics = classifier.ruleset.topics
+    problems = routing_problems(topics, config.channels, config.source)
+    if problems:
+        raise ConfigErrors(problems)
+    return unrouted_topics(topics, config.channels)
 
 
 def prepare_config(path: os.PathLike[str] | str) -> Config:
     """Load a config and check everything a swap needs: schema, rules, channel URLs."""
-    config = load_config(path)  # type: ignore[arg-type]
+    config = load_config(path)
     # Mask the new secrets first: apprise logs a URL it cannot parse.
     add_secrets(secret_values(config))
     Deliverer(config.channels, config.delivery)
     validate_rules(config)
     return config
+
+
+def cap_changed_intervals(storage: Storage, config: Config) -> list[tuple[str, datetime]]:
+    """Bring forward every stored next poll that a feed's now shorter ``interval:`` (after
+    a restart or reload) says is too far: the new interval applies at once, not after
+    the poll the old one scheduled. Returns (feed, new next poll) for the log."""
+    moved = []
+    for feed in enabled_feeds(config).values():
+        record = storage.feeds.get(feed.url)
+        when = capped_next_poll(feed, config.fetch, last_poll_at=record.last_poll_at,
+                                next_poll_at=record.next_poll_at, reason=record.poll_reason)
+        if when is not None:
+            storage.feeds.set_next_poll(record.id, when)
+            moved.append((feed.label, when))
+    return moved
 
 
 def job_interval(runtime: Runtime, feed: FeedConfig) -> float:
@@ -197,61 +263,40 @@ def idle_limit(config: Config) -> float | None:
     return 3 * shortest + config.service.poll_stall_timeout
 
 
-@dataclass
-class CycleTally:
-    """Poll outcomes since the last cycle row. A daemon "cycle" closes when every
-    enabled feed has been polled once, or after ``window`` seconds with at least
-    one poll, so ``newsmon status`` sees a finished cycle as proof of progress."""
-
-    started: datetime = field(default_factory=utcnow)
-    opened: float = field(default_factory=time.monotonic)
-    feeds_seen: set[str] = field(default_factory=set)
-    ok: int = 0
-    failed: int = 0
-    items_new: int = 0
-    matches: int = 0
-    alerts: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def add(self, outcome: PollOutcome) -> None:
-        self.feeds_seen.add(outcome.feed)
-        if outcome.not_due:
-            return  # considered this round, nothing fetched: not a poll
-        self.ok += outcome.ok
-        self.failed += not outcome.ok
-        self.items_new += outcome.new_items
-        self.matches += outcome.matches
-        self.alerts += outcome.alerts
-        if outcome.error_kind == "database" and outcome.error:
-            self.errors.append(outcome.error)
-
-    def complete(self, feeds: frozenset[str], window: float) -> bool:
-        if self.ok + self.failed == 0:
-            return False
-        if len(self.feeds_seen) >= len(feeds) and feeds <= self.feeds_seen:
-            return True
-        return time.monotonic() - self.opened >= window
-
-
 class Daemon:
     """``newsmon run``: schedules the jobs and runs until SIGTERM or SIGINT."""
 
-    def __init__(self, config: Config, *, notifier: Notifier | None = None) -> None:
+    def __init__(self, config: Config, *, notifier: Notifier | None = None,
+                 init: bool = False, role: Role = "full") -> None:
         self.config = config
+        self.role: Role = role  # "delivery": no feed jobs; "poll": no delivery
+        self._lock: DaemonLock | None = None  # one full daemon per database
+        self._delivery_task: asyncio.Task | None = None  # the long-lived delivery loop
+        self._unrouted_logged: set[str] = set()
+        self._channels_cache: list[ChannelHealthRow] = []
+        self.init = init  # ``newsmon run --init``: accept an empty database file (check_database)
         self.notifier = notifier if notifier is not None else Notifier.from_env()
         self.runtime: Runtime | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.stopping = asyncio.Event()
         self.metrics = Metrics()
-        self.progress = ProgressMonitor(config.service.poll_stall_timeout, idle_limit(config))
+        self.progress = ProgressMonitor(config.service.poll_stall_timeout,
+                                        idle_limit(config) if role != "delivery" else None)
         self.http: HttpEndpoint | None = None
         self.reloads = 0  # successful reloads, for tests and the log
         self._tasks: set[asyncio.Task] = set()  # in-flight poll and delivery jobs
         self._background: set[asyncio.Task] = set()  # reloads, retirements of old runtimes
-        self._tally = CycleTally()
+        self._tally = self._new_tally()
         self._jobs = FeedJobs.of(config)
         self._db_fault: str | None = None
         self._stalled: str | None = None
+        # Read on the database thread by each heartbeat, served from here: STATUS=,
+        # /healthz and /metrics never wait on the database from the loop.
+        self._status_cache: str | None = None
+        self._figures_cache: tuple[StatusFigures, dict[str, int]] | None = None
+        self._refreshing: asyncio.Task | None = None
+        self._published_problem: str | None = ""
+        self._published_storage: str | None = None
         self._reload_lock = asyncio.Lock()
         self.clock_guard = ClockGuard(self._clock_stepped_back)
 
@@ -262,19 +307,25 @@ class Daemon:
         ``paused``: jobs are scheduled but do not fire (tests drive them by hand).
         """
         config = self.config
-        await asyncio.to_thread(validate_rules, config)
+        unrouted = await asyncio.to_thread(validate_rules, config)
+        if self.role == "full":  # one daemon per database; helpers cooperate via claims
+            self._lock = DaemonLock.acquire(config.database_path())
+        # Refuse an emptied, foreign or corrupt file before anything writes to it.
+        await asyncio.to_thread(check_database, config.database_path(), init=self.init)
         self.runtime = Runtime.build(config, observer=self.metrics.observe_processed)
-        store = self.runtime.store
-        store.set_meta("daemon_started_at", iso(utcnow()) or "")
-        store.set_meta("daemon_pid", str(os.getpid()))
-        store.set_meta("daemon_stopped_at", "")
+        ops, db = self.runtime.storage.ops, self.runtime.pipeline.db
+        if self.role == "full":  # a helper leaves the daemon's facts alone
+            await db.call(ops.set_meta, "daemon_started_at", iso(utcnow()) or "")
+            await db.call(ops.set_meta, "daemon_pid", str(os.getpid()))
+            await db.call(ops.set_meta, "daemon_stopped_at", "")
+            await db.call(ops.set_meta, "daemon_problem", "")
+        await self._note_unrouted(unrouted)
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         self.scheduler = scheduler
         now = datetime.now(scheduler.timezone)
-        self._schedule_feeds(scheduler, None, self.runtime, now)
-        scheduler.add_job(
-            self._deliver_job, "interval", seconds=config.delivery.interval, id="deliver",
-            next_run_time=now, max_instances=1, coalesce=True, misfire_grace_time=60)
+        if self.role != "delivery":
+            self._schedule_feeds(scheduler, None, self.runtime, now)
+            await self._apply_intervals(self.runtime)
         beat = self.notifier.watchdog_interval or STATUS_INTERVAL
         scheduler.add_job(
             self.heartbeat, "interval", seconds=min(beat, STATUS_INTERVAL), id="heartbeat",
@@ -285,14 +336,33 @@ class Daemon:
             next_run_time=now + timedelta(seconds=min(maintenance, MAINTENANCE_FIRST_DELAY)),
             max_instances=1, coalesce=True, misfire_grace_time=None)
         scheduler.start(paused=paused)
+        if self.role != "poll" and not paused:
+            # A long-lived loop, not an interval job: a slow channel delays the next
+            # run instead of piling up "maximum number of running instances" skips.
+            self._delivery_task = asyncio.get_running_loop().create_task(self._delivery_loop())
         self.clock_guard.start(asyncio.get_running_loop())
         if config.service.http.enabled:
             self.http = HttpEndpoint(self.health_payload, self.metrics_payload)
             await self.http.start(config.service.http.host, config.service.http.port)
         self.metrics.up.set(1)
         self.notifier.ready(self.status_line())
-        log.info("newsmon running: %d feeds, %d channels, database %s",
-                 len(enabled_feeds(config)), len(config.channels), config.database_path())
+        helper = {"full": "", "delivery": " (delivery-only helper)",
+                  "poll": " (poll-only helper)"}[self.role]
+        log.info("newsmon running%s: %d feeds, %d channels, database %s", helper,
+                 len(enabled_feeds(config)) if self.role != "delivery" else 0,
+                 len(config.channels), config.database_path())
+
+    async def _note_unrouted(self, topics: Sequence[str]) -> None:
+        """Log once per topic that its matches reach no channel; keep the list for status."""
+        for topic in topics:
+            if topic not in self._unrouted_logged:
+                self._unrouted_logged.add(topic)
+                log.warning("topic %s routes to no channel (see the channels' topics: and"
+                            " min_severity): its matches are stored but not alerted", topic)
+        if self.runtime is not None:
+            with contextlib.suppress(StoreError):
+                await self.runtime.pipeline.db.call(
+                    self.runtime.storage.ops.set_meta, "unrouted_topics", ",".join(topics))
 
     async def run(self) -> int:
         """Start, serve signals until SIGTERM/SIGINT, stop. Returns the exit code."""
@@ -304,14 +374,13 @@ class Daemon:
                 log.error("config: %s", error)
             await self.stop()
             return EXIT_CONFIG
-        except (StoreError, OSError) as exc:  # database unusable, HTTP port taken, ...
+        except (StorageError, OSError, DatabaseLocked) as exc:  # database unusable or held
             log.error("cannot start: %s", exc)
             await self.stop()
             return EXIT_FAILED
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-        self._arm_test_wedge(loop)
         try:
             await self.stopping.wait()
         finally:
@@ -341,10 +410,15 @@ class Daemon:
                     job.modify(next_run_time=job.next_run_time - step)
             self.scheduler.wakeup()
         if self.runtime is not None:
-            try:
-                self.runtime.store.shift_deadlines(seconds)
-            except StoreError as exc:
-                log.error("could not move stored deadlines after the clock step: %s", exc)
+            runtime = self.runtime
+
+            async def shift() -> None:
+                try:
+                    await runtime.pipeline.db.call(runtime.storage.ops.shift_deadlines, seconds)
+                except StoreError as exc:
+                    log.error("could not move stored deadlines after the clock step: %s", exc)
+
+            self._in_background(shift())
 
     async def stop(self) -> None:
         """No new work; let in-flight jobs finish within stop_timeout, cancel the rest."""
@@ -354,14 +428,18 @@ class Daemon:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.pause()  # shutdown() would cancel in-flight jobs at once
         pending = {t for t in self._tasks if not t.done()}
+        # The jobs get the stop deadline less a moment for closing down, so the
+        # process exits within service.stop_timeout (what systemd waits for).
+        stop_timeout = self.config.service.stop_timeout
+        budget = max(stop_timeout - 1.0, stop_timeout * 0.6)
         if pending:
-            log.info("waiting up to %.0fs for %d job(s) in flight",
-                     self.config.service.stop_timeout, len(pending))
-            _, pending = await asyncio.wait(pending, timeout=self.config.service.stop_timeout)
+            log.info("waiting up to %.0fs for %d job(s) in flight", budget, len(pending))
+            _, pending = await asyncio.wait(pending, timeout=budget)
             for task in pending:
                 task.cancel()
             if pending:
-                await asyncio.wait(pending, timeout=5)
+                await asyncio.wait(pending, timeout=min(1.0, stop_timeout * 0.2))
+        await self._stop_delivery()
         for task in list(self._background):
             task.cancel()
         if self.scheduler is not None and self.scheduler.running:
@@ -369,10 +447,14 @@ class Daemon:
         if self.http is not None:
             await self.http.stop()
         if self.runtime is not None:
-            self._close_cycle(force=True)
+            await self._close_cycle(force=True)
             with contextlib.suppress(StoreError):
-                self.runtime.store.set_meta("daemon_stopped_at", iso(utcnow()) or "")
+                await self.runtime.pipeline.db.call(
+                    self.runtime.storage.ops.set_meta, "daemon_stopped_at", iso(utcnow()) or "")
             await self.runtime.aclose()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         self.metrics.up.set(0)
         log.info("stopped")
         self.notifier.close()
@@ -408,12 +490,12 @@ class Daemon:
                                   error="internal error (see the log)")
         finally:
             runtime.active -= 1
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
             self.progress.poll_finished(token)
-        self._after_poll(outcome)
+        await self._after_poll(outcome)
         return outcome
 
-    def _after_poll(self, outcome: PollOutcome) -> None:
+    async def _after_poll(self, outcome: PollOutcome) -> None:
         """Log, count and tally one finished poll; raise a notice on a database fault."""
         log_poll(outcome)
         self.metrics.observe_poll(
@@ -422,50 +504,61 @@ class Daemon:
             error_kind=outcome.error_kind, new_items=outcome.new_items, alerts=outcome.alerts,
             seconds=outcome.seconds, finished_at=time.time())
         self._tally.add(outcome)
+        # The watchdog is fed only while items that arrive get processed: a poll whose
+        # items all failed (or that failed inside the workers) counts against it.
+        processed = max(outcome.new_items - outcome.failed_items, 0)
+        failed = outcome.failed_items + (1 if outcome.error_kind == "internal" else 0)
+        self.progress.items_done(processed=processed, failed=failed,
+                                 reason=outcome.error if outcome.error_kind == "internal" else None)
         if outcome.error_kind == "database":
             log.error("database error during poll of %s: %s", outcome.feed, outcome.error,
                       extra={"feed": outcome.feed})
             self._db_fault = outcome.error
-        self._close_cycle()
-        self._raise_db_notice()
+        await self._close_cycle()
+        await self._raise_db_notice()
 
-    def _close_cycle(self, *, force: bool = False) -> None:
+    @staticmethod
+    def _new_tally() -> CycleTally:
+        return CycleTally(started=utcnow(), opened=time.monotonic())
+
+    async def _close_cycle(self, *, force: bool = False) -> None:
         """Write the tally as a finished cycle row when complete (or on the way out)."""
         jobs, tally = self.feed_jobs, self._tally
-        if not (tally.complete(jobs.labels, jobs.cycle_window)
-                or (force and tally.ok + tally.failed)):
+        if not (tally.complete(jobs.labels, jobs.cycle_window, time.monotonic())
+                or (force and tally.polls)):
             return
         assert self.runtime is not None
-        error = f"database: {tally.errors[-1]}" if tally.errors else None
+        figures = tally.figures()
         try:
-            self.runtime.store.record_cycle(
-                tally.started, feeds_ok=tally.ok, feeds_failed=tally.failed,
-                items_new=tally.items_new, matches=tally.matches, alerts=tally.alerts, error=error)
+            await self.runtime.pipeline.db.call(
+                self.runtime.storage.ops.record_cycle, tally.started, feeds_ok=figures.feeds_ok,
+                feeds_failed=figures.feeds_failed,
+                items_new=figures.items_new, matches=figures.matches, alerts=figures.alerts,
+                error=figures.error)
         except StoreError as exc:
             log.warning("could not record the cycle (will retry): %s", exc)
             return
-        self._tally = CycleTally()
+        self._tally = self._new_tally()
 
-    def _raise_db_notice(self) -> None:
+    async def _raise_db_notice(self) -> None:
         """Queue a health notice for the last database fault, once the database takes it."""
         if self._db_fault is None or self.runtime is None:
             return
-        hour = utcnow().strftime("%Y-%m-%dT%H")
+        notice = notices.database_fault(self._db_fault, now=utcnow())
         try:
-            self.runtime.store.enqueue_notice(
-                f"database-{hour}", "database error",
-                f"newsmon could not write its database: {self._db_fault}\n"
-                "The poll was rolled back and will be retried; nothing was marked seen.",
-                admin_channels(self.config.channels))
+            await self.runtime.pipeline.db.call(
+                self.runtime.storage.outbox.enqueue_notice, notice.key, notice.title, notice.body,
+                admin_channels(self.config.channels), severity=notice.severity)
         except StoreError as exc:
             log.debug("health notice not queued yet: %s", exc)
             return
         self._db_fault = None
 
-    async def _deliver_job(self) -> None:
+    async def _deliver_job(self) -> DeliveryReport | None:
+        """One delivery run (every due batch); None when skipped or abandoned."""
         runtime = self.runtime
         if runtime is None or self.stopping.is_set():
-            return
+            return None
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -473,19 +566,67 @@ class Daemon:
         started = time.monotonic()
         try:
             report = await runtime.deliver(should_stop=self.stopping.is_set)
+        except asyncio.CancelledError:
+            # The stop deadline passed during a send: it cannot be cancelled. Its row
+            # stays claimed and in flight; the next start sends it again (and says so).
+            runtime.deliverer.abandoned = True
+            log.warning("delivery: the send in flight was abandoned at the stop deadline;"
+                        " it is sent again at the next start (it may arrive twice)")
+            return None
         except StoreError as exc:
             log.error("delivery: %s", exc)
             self._db_fault = str(exc)
-            return
+            return None
         finally:
             runtime.active -= 1
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
         self.metrics.observe_delivery(sent=report.sent, failed=report.failed, dead=report.dead,
                                       seconds=time.monotonic() - started)
+        return report
+
+    async def _delivery_loop(self) -> None:
+        """Deliver, then wait ``delivery.interval`` (read each time: a reload applies),
+        or go again at once after a full batch; until the daemon stops."""
+        while not self.stopping.is_set():
+            try:
+                report = await self._deliver_job()
+            except Exception:  # a bug must not end delivery for the daemon's life
+                log.exception("delivery: internal error")
+                report = None
+            if self.stopping.is_set():
+                return
+            if report is not None and report.messages >= self.config.delivery.batch:
+                continue  # more is due: no wait
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=self.config.delivery.interval)
+
+    async def _stop_delivery(self) -> None:
+        """End the delivery loop; record sends not yet marked, free this run's claims."""
+        task, self._delivery_task = self._delivery_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, timeout=0.5)
+        runtime = self.runtime
+        if runtime is None or runtime.delivering:
+            return  # the thread still sends: its claim stays for the next start
+        deliverer, outbox = runtime.deliverer, runtime.delivery_storage.outbox
+        try:
+            if not await asyncio.to_thread(deliverer.flush_marks, outbox):
+                log.warning("%d sent message(s) could not be marked sent: the next start sends"
+                            " them again", deliverer.unmarked)
+            await asyncio.to_thread(outbox.release_claims, deliverer.owner)
+        except StoreError as exc:
+            log.warning("delivery: could not release claims at stop: %s", exc)
 
     async def heartbeat(self) -> None:
-        """Feed the watchdog and refresh STATUS=, only while polls make progress."""
-        self._raise_db_notice()
+        """Feed the watchdog and refresh STATUS=, only while polls make progress.
+
+        Nothing here waits on the database: the notice, the status line and the
+        health figures are refreshed on the database thread in the background.
+        """
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = self._in_background(self._refresh_from_db())
         problem = self.progress.problem()
         if problem is not None:
             kind = problem.split(" for ")[0]  # without the growing duration: log once
@@ -497,7 +638,63 @@ class Daemon:
         if self._stalled is not None:
             log.info("progress again: feeding the watchdog")
             self._stalled = None
-        self.notifier.send("WATCHDOG=1", f"STATUS={self.status_line()}")
+        line = self._status_cache or f"{len(self.feed_jobs.by_url)} feeds"
+        storage = self.runtime.pipeline.db.health.problem() if self.runtime is not None else None
+        self.notifier.send("WATCHDOG=1", f"STATUS={line}" + (f"; {storage}" if storage else ""))
+
+    def _cached_status_line(self) -> str:
+        """The last status line read on the database thread (while jobs may be using the
+        connection there, the loop does not read it itself)."""
+        return self._status_cache or f"{len(self.feed_jobs.by_url)} feeds"
+
+    def _in_background(self, coro: Any) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _refresh_from_db(self) -> None:
+        """On the database thread: the notice, status line, health figures; and the
+        daemon's own problem written for ``newsmon status`` (best effort)."""
+        runtime = self.runtime
+        if runtime is None:
+            return
+        await self._raise_db_notice()
+        try:
+            self._status_cache = await runtime.pipeline.db.call(self.status_line)
+            figures = await runtime.pipeline.db.call(runtime.storage.views.status_figures)
+            counts = await runtime.pipeline.db.call(runtime.storage.outbox.counts)
+            self._channels_cache = await runtime.pipeline.db.call(
+                runtime.storage.outbox.channel_health)
+            self._figures_cache = (figures, counts)
+            problem = "; ".join(self.daemon_problems())
+            if problem != self._published_problem:
+                await runtime.pipeline.db.call(runtime.storage.ops.set_meta, "daemon_problem",
+                                               problem)
+                self._published_problem = problem
+            storage = runtime.pipeline.db.health.summary()
+            if storage != self._published_storage:
+                await runtime.pipeline.db.call(runtime.storage.ops.set_meta, "daemon_storage",
+                                               storage)
+                self._published_storage = storage
+        except Exception as exc:  # StoreError, or sqlite outside its wrappers: shown as is
+            self._status_cache = f"{len(self.feed_jobs.by_url)} feeds; database error: {exc}"
+
+    def daemon_problems(self) -> list[str]:
+        """What the running daemon knows is wrong that its database cannot show:
+        stalled polls or processing, repeated storage errors, workers that cannot start."""
+        problems = []
+        progress = self.progress.problem()
+        if progress:
+            problems.append(f"scheduler: {progress}")
+        if self.runtime is not None:
+            storage = self.runtime.pipeline.db.health.problem()
+            if storage:
+                problems.append(storage)
+            start_error = self.runtime.processor.health.start_error
+            if start_error:
+                problems.append(f"workers: cannot start: {start_error}")
+        return problems
 
     async def _maintenance_job(self) -> None:
         """Retention and optimisation in a thread, on its own connection."""
@@ -507,11 +704,11 @@ class Daemon:
         path, settings = self.config.database_path(), self.config.service
 
         def work() -> str:
-            store = Store(path)
+            storage = open_storage(path)
             try:
-                return maintain(store, settings, idle=idle).summary()
+                return maintain(storage.ops, settings, idle=idle).summary()
             finally:
-                store.close()
+                storage.close()
 
         try:
             summary = await asyncio.to_thread(work)
@@ -527,37 +724,55 @@ class Daemon:
         if self.runtime is None:
             return f"{feeds} feeds, starting"
         try:
-            store = self.runtime.store
-            failing = sum(1 for f in store.feed_health() if f["consecutive_failures"])
-            pending = store.alert_counts().get("pending", 0)
-            cycle = store.last_cycle()
+            storage = self.runtime.storage
+            failing = sum(1 for f in storage.views.feed_health() if f.consecutive_failures)
+            pending = storage.outbox.counts().get("pending", 0)
+            cycle = storage.ops.last_cycle()
         except Exception as exc:  # StoreError, or a sqlite error outside its wrappers
             return f"{feeds} feeds; database error: {exc}"
-        last = cycle["finished_at"] if cycle else "none yet"
+        last = iso(cycle.finished_at) if cycle else "none yet"
         line = f"{feeds} feeds ({failing} failing), last cycle {last}, {pending} alerts pending"
         if self._db_fault:
             line += "; database error"
         return line
 
-    def health_payload(self) -> tuple[bool, dict]:
+    async def health_payload(self) -> tuple[bool, dict]:
         """``/healthz``: the database's verdict plus the loop's own progress."""
         assert self.runtime is not None
+        runtime = self.runtime
         try:
-            report = evaluate_health(self.runtime.store, self.config)
+            # On the database thread; a database that does not answer (a lock held by
+            # another process, a stalled disk) is itself the answer, after a short wait.
+            figures = await asyncio.wait_for(
+                runtime.pipeline.db.call(runtime.storage.views.status_figures), HEALTH_READ_S)
+        except TimeoutError:
+            problem = f"database: no answer in {HEALTH_READ_S:g}s (locked by another process?)"
+            if self._figures_cache is None:
+                return False, {"healthy": False, "problems": [problem]}
+            figures = self._figures_cache[0]
+            extra = [problem]
         except Exception as exc:  # the database is unreadable: that is the answer
             return False, {"healthy": False, "problems": [f"database: {exc}"]}
+        else:
+            extra = []
+        report = evaluate_health(figures, self.config, channels=self._channels_cache)
         payload = report.to_dict()
-        problem = self.progress.problem()
-        if problem:
-            payload["problems"].append(f"scheduler: {problem}")
+        # The daemon's own problems replace the copy it wrote to the database.
+        payload["problems"] = [p for p in payload["problems"] if not p.startswith("daemon: ")]
+        payload["problems"].extend(extra + self.daemon_problems())
         payload["healthy"] = not payload["problems"]
         payload["polls_in_flight"] = self.progress.inflight
+        payload["storage"] = self.runtime.pipeline.db.health.to_dict()
+        health = self.runtime.processor.health
+        payload["workers"] = {"workers": health.workers, "restarts": health.restarts,
+                              "deadline_kills": health.deadline_kills,
+                              "last_loss": health.last_loss, "start_error": health.start_error}
         return payload["healthy"], payload
 
     def metrics_payload(self) -> bytes:
-        if self.runtime is not None:
-            with contextlib.suppress(Exception):
-                self.metrics.set_alert_counts(self.runtime.store.alert_counts())
+        if self._figures_cache is not None:
+            self.metrics.set_alert_counts(self._figures_cache[1])
+            self.metrics.set_channel_health(self._channels_cache)
         return self.metrics.render()
 
     # --- scheduling and reload -----------------------------------------------------
@@ -602,6 +817,18 @@ class Daemon:
                 log.info("feed %s: interval now %.0fs, next poll %s", feed.label, interval,
                          next_run.isoformat(timespec="seconds"), extra={"feed": feed.label})
 
+    async def _apply_intervals(self, runtime: Runtime) -> None:
+        """A changed feed ``interval:`` applies at once (``cap_changed_intervals``)."""
+        try:
+            moved = await runtime.pipeline.db.call(cap_changed_intervals, runtime.storage,
+                                                   runtime.config)
+        except StoreError as exc:
+            log.warning("could not apply changed feed intervals now: %s", exc)
+            return
+        for label, when in moved:
+            log.info("feed %s: its interval changed, next poll brought forward to %s", label,
+                     when.isoformat(timespec="seconds"), extra={"feed": label})
+
     def _retime(self, job_id: str, seconds: float, now: datetime) -> None:
         """Change an interval job's period, keeping (or bringing forward) its next run."""
         assert self.scheduler is not None
@@ -631,22 +858,22 @@ class Daemon:
             except ConfigErrors as exc:
                 for error in exc.errors:
                     log.error("reload rejected, keeping the running config: %s", error)
-                self.notifier.ready(self.status_line())
+                self.notifier.ready(self._cached_status_line())
                 return False
-            except (ChannelError, StoreError, OSError, ValueError) as exc:
+            except (NewsmonError, OSError, ValueError) as exc:  # ValueError: pydantic
                 log.error("reload rejected, keeping the running config: %s", exc)
-                self.notifier.ready(self.status_line())
+                self.notifier.ready(self._cached_status_line())
                 return False
             except Exception:  # e.g. a spaCy model failing to load: still keep running
                 log.exception("reload rejected, keeping the running config")
-                self.notifier.ready(self.status_line())
+                self.notifier.ready(self._cached_status_line())
                 return False
             old, old_runtime = self.config, self.runtime
             self.config, self.runtime = new, runtime
             now = datetime.now(self.scheduler.timezone)
-            self._schedule_feeds(self.scheduler, old_runtime, runtime, now)
-            if new.delivery.interval != old.delivery.interval:
-                self._retime("deliver", new.delivery.interval, now)
+            if self.role != "delivery":
+                self._schedule_feeds(self.scheduler, old_runtime, runtime, now)
+                await self._apply_intervals(runtime)
             if new.service.maintenance_interval != old.service.maintenance_interval:
                 self._retime("maintenance", new.service.maintenance_interval, now)
             self.progress.stall_timeout = new.service.poll_stall_timeout
@@ -655,7 +882,7 @@ class Daemon:
             self._retire(old_runtime)
             self.reloads += 1
             log.info("reloaded: %d feeds, %d channels", len(enabled_feeds(new)), len(new.channels))
-            self.notifier.ready(self.status_line())
+            self.notifier.ready(self._cached_status_line())
             return True
 
     def _retire(self, runtime: Runtime) -> None:
@@ -672,22 +899,6 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(wait_and_close())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    # --- test-only ---------------------------------------------------------------------
-    def _arm_test_wedge(self, loop: asyncio.AbstractEventLoop) -> None:
-        """``NEWSMON_TEST_WEDGE_AFTER=seconds`` (tests only): block the event loop
-        thread for good after that long, as a deadlocked stage would. Proves the
-        watchdog is fed by the scheduler, not by a thread that outlives it."""
-        raw = os.environ.get(TEST_WEDGE_ENV)
-        if not raw:
-            return
-        log.warning("%s is set: this daemon will wedge itself (tests only)", TEST_WEDGE_ENV)
-
-        def wedge() -> None:
-            log.warning("test wedge: blocking the event loop")
-            time.sleep(3600)
-
-        loop.call_later(float(raw), wedge)
 
 
 def _next_run(job: Job, seconds: float, now: datetime) -> datetime:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from monitor.models import ProcessedArticle
+from monitor.records import ChannelHealthRow
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -52,11 +53,25 @@ class Metrics:
         self.up = Gauge("newsmon_up", "1 while the daemon runs.", registry=r)
         self.last_poll = Gauge("newsmon_last_poll_timestamp_seconds",
                                "Unix time the last poll finished.", registry=r)
+        # Per channel, refreshed from the database like the alert counts.
+        self.channel_pending = Gauge("newsmon_channel_pending", "Alerts waiting, by channel.",
+                                     ["channel"], registry=r)
+        self.channel_dead = Gauge("newsmon_channel_dead", "Dead-lettered alerts, by channel.",
+                                  ["channel"], registry=r)
+        self.channel_failures = Gauge("newsmon_channel_consecutive_failures",
+                                      "Failed sends in a row, by channel.", ["channel"],
+                                      registry=r)
+        self.channel_last_success = Gauge(
+            "newsmon_channel_last_success_timestamp_seconds",
+            "Unix time of the channel's last successful send.", ["channel"], registry=r)
+        self.channel_last_failure = Gauge(
+            "newsmon_channel_last_failure_timestamp_seconds",
+            "Unix time of the channel's last failed send.", ["channel"], registry=r)
 
     def observe_poll(self, *, ok: bool, not_modified: bool, unchanged: bool,
                      error_kind: str | None, new_items: int, alerts: int, seconds: float,
                      finished_at: float, not_due: bool = False) -> None:
-        """One finished poll (the fields of ``pipeline.PollOutcome``)."""
+        """One finished poll (the fields of ``cycles.PollOutcome``)."""
         if not_due:  # the job ticked, the feed's next poll is later: nothing fetched
             self.polls.labels(result="not_due").inc()
             return
@@ -96,6 +111,18 @@ class Metrics:
         for state in {*ALERT_STATES, *counts}:
             self.alerts.labels(state=state).set(counts.get(state, 0))
 
+    def set_channel_health(self, rows: Iterable[ChannelHealthRow]) -> None:
+        for row in rows:
+            self.channel_pending.labels(channel=row.channel).set(row.pending)
+            self.channel_dead.labels(channel=row.channel).set(row.dead)
+            self.channel_failures.labels(channel=row.channel).set(row.consecutive_failures)
+            if row.last_success_at is not None:
+                self.channel_last_success.labels(channel=row.channel).set(
+                    row.last_success_at.timestamp())
+            if row.last_failure_at is not None:
+                self.channel_last_failure.labels(channel=row.channel).set(
+                    row.last_failure_at.timestamp())
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -107,7 +134,7 @@ class HttpEndpoint:
     which is what a health probe should see.
     """
 
-    def __init__(self, health: Callable[[], tuple[bool, dict[str, Any]]],
+    def __init__(self, health: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]],
                  metrics: Callable[[], bytes]) -> None:
         self._health = health
         self._metrics = metrics
@@ -115,7 +142,7 @@ class HttpEndpoint:
         self.port: int | None = None
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        healthy, payload = self._health()
+        healthy, payload = await self._health()  # reads the database off the loop
         return web.Response(status=200 if healthy else 503, content_type="application/json",
                             text=json.dumps(payload, default=str))
 

@@ -1,12 +1,23 @@
-"""Wiring of the stages for one feed poll and for one full cycle.
+"""One poll of one feed, as steps: plan → fetch+parse → select → process → record.
 
-    fetch feed ─► parse ─► unseen items ─► fetch pages ─► [worker pool:
-    extract ─► analyse ─► match] ─► route ─► store (one transaction per item)
+    plan         is the feed due? its stored state (storage read), host pauses
+    fetch+parse  conditional GET; an unchanged body is not parsed again
+    select       which items are new to this feed, which articles another feed
+                 already brought, and the GUID-churn breaker's judgement
+    process      the items' pages, then extract → analyse → match in the pool
+    record       one transaction per item (item + article + matches + outbox),
+                 the after-record hooks, then the poll's success and schedule
 
-Delivery (the alert stage) runs as its own job, reading the outbox. The poll
-state of a feed lives in the database; the pipeline remembers only what is
-about servers rather than feeds (recent network failures, hosts that asked
-for a pause), in memory.
+APScheduler's feed jobs call :meth:`Pipeline.poll`, which runs the steps in
+order; a queue engine can run ``process`` and ``record`` as tasks of their own
+with the same values. Decisions are pure functions elsewhere (poll timing in
+``ingest/cadence``, health in ``ingest/feed_health``, churn in
+``ingest/churn``, identity in ``identity``, notice texts in ``notices``); this
+module only wires them. Delivery runs as its own job, reading the outbox.
+
+The pipeline remembers in memory only what is about servers rather than feeds
+(recent network failures, hosts that asked for a pause); a feed's poll state
+lives in the database.
 """
 
 from __future__ import annotations
@@ -15,18 +26,22 @@ import asyncio
 import functools
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from multiprocessing import get_context
-from typing import Any
+from typing import Any, TypeVar
 
 from monitor.analysis.extract import build_article
 from monitor.config import Config, FeedConfig
 from monitor.delivery.routing import admin_channels, route
+from monitor.identity import (
+    StoryAlertPolicy,
+    article_key,
+    backlog_poll,
+    item_planner,
+    no_channels,
+)
 from monitor.ingest.cadence import (
     HOST_BACKOFF_STATUSES,
     NETWORK_KINDS,
@@ -42,10 +57,12 @@ from monitor.ingest.cadence import (
     origin_of,
     tick_interval,
 )
-from monitor.ingest.feed_health import evaluate
-from monitor.ingest.fetch import Fetcher
+from monitor.ingest.churn import BreakerState, ChurnDecision, calm, judge
+from monitor.ingest.feed_health import evaluate as evaluate_health
+from monitor.ingest.fetch import Fetcher, mask_url
 from monitor.ingest.netguard import EgressPolicy
-from monitor.ingest.parse import check_expat, parse_feed
+from monitor.ingest.parse import check_expat
+from monitor.logs import hide_url_secrets
 from monitor.models import (
     ArticleInput,
     FeedItem,
@@ -56,122 +73,67 @@ from monitor.models import (
     StageError,
     TopicMatch,
 )
-from monitor.rules.classifier import Classifier
-from monitor.runtime.worker import init_worker, process_article, process_in_worker
-from monitor.storage.store import Store, StoreError, dedup_key, iso, parse_iso, utcnow
+from monitor.notices import Notice
+from monitor.ports import PipelineStorage
+from monitor.records import FeedRecord, RecordResult, to_second, utcnow
+from monitor.runtime.cycles import CycleReport, CycleTally, PollOutcome
+from monitor.runtime.dbthread import StorageThread
+from monitor.runtime.processor import ArticleProcessor, ItemFailure
+from monitor.runtime.stories import LazyStoryKeeper
+from monitor.storage import StoreError
 
-# Feed bodies at least this big are parsed in the worker processes (when running).
-PARSE_IN_WORKER_BYTES = 1024 * 1024
+__all__ = ["AfterRecordHook", "FetchedFeed", "Pipeline", "PollPlan", "RecordedItem", "Selection",
+           "log_poll"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-@dataclass
-class PollOutcome:
-    """What one poll of one feed did."""
-
-    feed: str
-    ok: bool
-    not_modified: bool = False
-    unchanged: bool = False  # 200 with the same body as last time: not parsed again
-    not_due: bool = False  # next_poll_at still ahead, or its host paused: nothing fetched
-    items: int = 0
-    new_items: int = 0
-    matches: int = 0
-    alerts: int = 0
-    held: bool = False  # the GUID-churn breaker is open: matches stored, alerts held
-    error_kind: str | None = None
-    error: str | None = None
-    retry_after: float | None = None
-    network_down: bool = False  # failed while the whole network was down: not counted
-    next_poll_at: datetime | None = None
-    interval: float | None = None
-    reason: str | None = None  # why that interval ("adaptive", "max-age", "backoff"...)
-    seconds: float = 0.0
-    url: str = ""
-
-    def summary(self) -> str:
-        if self.not_due:
-            if self.reason == "host backoff":
-                return f"not due (host backoff until {iso(self.next_poll_at)})"
-            return "not due"
-        if not self.ok:
-            tag = " (network down: not counted)" if self.network_down else ""
-            return f"failed ({self.error_kind}): {self.error}{tag}"
-        if self.not_modified:
-            return "not modified (304)"
-        if self.unchanged:
-            return "unchanged"
-        held = " (alerts held: GUID churn)" if self.held else ""
-        return (f"{self.items} items, {self.new_items} new, {self.matches} matches,"
-                f" {self.alerts} alerts{held}")
+# A poll's page fetches get this many fetch timeouts in all (see Pipeline._fetch_pages).
+PAGE_BUDGET_TIMEOUTS = 2
 
 
 @dataclass
-class CycleReport:
-    outcomes: list[PollOutcome] = field(default_factory=list)
+class PollPlan:
+    """The plan step's answer: poll this feed now, with its stored state."""
 
-    @property
-    def failed(self) -> list[PollOutcome]:
-        return [o for o in self.outcomes if not o.ok]
+    feed: FeedConfig
+    record: FeedRecord
+    outcome: PollOutcome
+    now: datetime
 
 
-class ArticleProcessor:
-    """Runs extract → analyse → match, in a process pool or in this process."""
+@dataclass(frozen=True, slots=True)
+class FetchedFeed:
+    """The fetch+parse step's answer; ``parsed`` is None for a 304 or the same body."""
 
-    def __init__(self, config: Config, *, workers: int | None = None) -> None:
-        self.rule_files = config.rule_files()
-        self.spacy_model = config.analysis.spacy_model
-        wanted = config.analysis.workers if workers is None else workers
-        self.workers = (os.cpu_count() or 1) if wanted is None else wanted
-        self._executor: ProcessPoolExecutor | None = None
-        self._local: Classifier | None = None
+    result: FetchResult
+    body_hash: str | None
+    parsed: ParsedFeed | None
 
-    def start(self) -> None:
-        """Start the worker pool (or the in-process classifier); idempotent."""
-        if self.workers > 0 and self._executor is None:
-            # "spawn": a fork of a process with a running event loop and threads is unsafe.
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=get_context("spawn"),
-                initializer=init_worker, initargs=(self.rule_files, self.spacy_model),
-            )
-        elif self.workers == 0 and self._local is None:
-            self._local = Classifier.from_files(self.rule_files, spacy_model=self.spacy_model)
 
-    async def process(self, sources: Sequence[ArticleInput]) -> list[ProcessedArticle]:
-        self.start()
-        loop = asyncio.get_running_loop()
-        if self._executor is not None:
-            futures = [loop.run_in_executor(self._executor, process_in_worker, s) for s in sources]
-            return list(await asyncio.gather(*futures))
-        assert self._local is not None
-        return [process_article(s, self._local) for s in sources]
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The select step's answer: the items new to this feed, split by what they need."""
 
-    async def parse(self, content: bytes, **kwargs: Any) -> ParsedFeed:
-        """Parse feed bytes off the event loop.
+    fresh: list[FeedItem]  # new to this feed
+    to_process: list[FeedItem]  # articles not stored yet: page, extract, analyse, match
+    known: list[FeedItem]  # articles another feed already brought: an item row only
+    churn: ChurnDecision
 
-        feedparser is pure Python and holds the GIL: in a thread, a big feed
-        still slows the loop down (it gets the GIL back every few ms). A body
-        over ``PARSE_IN_WORKER_BYTES`` goes to the worker processes when they
-        are running; small ones (almost all) stay in a thread, where the cost
-        of shipping bytes to another process would exceed the parse.
-        """
-        if self._executor is not None and len(content) >= PARSE_IN_WORKER_BYTES:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._executor, functools.partial(parse_feed, content, **kwargs))
-        return await asyncio.to_thread(parse_feed, content, **kwargs)
 
-    def worker_pids(self) -> list[int]:
-        """The pool's process ids (for memory figures); empty when in-process."""
-        if self._executor is None:
-            return []
-        return [p.pid for p in self._executor._processes.values() if p.pid is not None]
+@dataclass(frozen=True, slots=True)
+class RecordedItem:
+    """What an after-record hook is given: the item as processed, and what was written."""
 
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+    feed: FeedConfig
+    processed: ProcessedArticle
+    result: RecordResult
+
+
+# Called after each item's transaction commits (search indexing, story assignment,
+# metrics...). A hook that raises is logged and never undoes or blocks the write.
+AfterRecordHook = Callable[[RecordedItem], None]
 
 
 class Pipeline:
@@ -181,21 +143,31 @@ class Pipeline:
     feeds: a :class:`NetworkWatch` (recent outcomes, to tell "the network is
     down" from "this feed is down") and a :class:`HostBackoff` (origins that
     answered 429/503). A feed's poll state, schedule and health live in the
-    database.
+    database. ``after_record`` is the list of hooks run after each item write.
     """
 
-    def __init__(self, config: Config, store: Store, fetcher: Fetcher,
-                 processor: ArticleProcessor) -> None:
+    def __init__(self, config: Config, storage: PipelineStorage, fetcher: Fetcher,
+                 processor: ArticleProcessor, *, db: StorageThread | None = None) -> None:
         check_expat()  # refuse to parse untrusted XML with an unsafe libexpat
         self.config = config
-        self.store = store
+        self.storage = storage
         self.fetcher = fetcher
         self.processor = processor
         self.network = NetworkWatch(window=config.fetch.outage_window,
                                     min_hosts=config.fetch.outage_hosts)
         self.hosts = HostBackoff()
+        # Every storage call goes through this one thread: a lock or slow disk waits there.
+        self.db = db if db is not None else StorageThread()
+        self.after_record: list[AfterRecordHook] = []
+        # Story per new article, before its write (alerts per story); None: per article.
+        self.stories: LazyStoryKeeper | None = (
+            LazyStoryKeeper(storage, policy=StoryAlertPolicy(
+                outlets_step=config.delivery.follow_up_outlets))
+            if config.delivery.per_story else None)
         # Their clock: monotonic, so a wall-clock step cannot stretch a pause; tests move it.
         self.clock: Callable[[], float] = time.monotonic
+        # The wall clock for stored times (tests move it).
+        self.wall_clock: Callable[[], datetime] = utcnow
 
     @staticmethod
     def make_fetcher(config: Config) -> Fetcher:
@@ -206,7 +178,7 @@ class Pipeline:
                        per_host=config.fetch.per_host, policy=policy)
 
     def job_interval(self, feed: FeedConfig) -> float:
-        """How often a scheduler should call ``poll(feed)`` (see ``polling.tick_interval``)."""
+        """How often a scheduler should call ``poll(feed)`` (see ``cadence.tick_interval``)."""
         return tick_interval(feed, self.config.fetch)
 
     async def poll(self, feed: FeedConfig, *, force: bool = False) -> PollOutcome:
@@ -224,237 +196,203 @@ class Pipeline:
         self.network.record(now, feed.url, ok=outcome.ok, kind=outcome.error_kind)
         if not outcome.ok:
             down = outcome.error_kind in NETWORK_KINDS and self.network.network_down(now)
-            self._record_failure(feed, row, outcome, counted=not down)
+            await self.record_failure(feed, row, outcome, counted=not down)
         return outcome
 
     async def _poll(self, feed: FeedConfig, *, force: bool,
-                    ) -> tuple[PollOutcome, dict[str, Any] | None]:
-        """Fetch and ingest one feed, recording a success.
+                    ) -> tuple[PollOutcome, FeedRecord | None]:
+        """Run the steps for one feed, recording a success.
 
         A failure is left to the caller, which judges it against the other
-        polls (network down or not); the feed's row is returned for that, or
+        polls (network down or not); the feed's record is returned for that, or
         None when there is nothing to record (a database error, a host backoff).
         """
         started = time.monotonic()
-        outcome = PollOutcome(feed=feed.label, ok=True, url=feed.url)
-        row: dict[str, Any] | None = None
+        outcome = PollOutcome(feed=feed.label, ok=True, url=feed.url)  # url: identity, never shown
+        row: FeedRecord | None = None
         try:
-            now = utcnow()
-            paused = self.hosts.remaining(feed.url, self.clock())
-            if paused is not None:
-                # Not the feed's failure, and not a poll: the feed's own schedule is untouched.
-                outcome.not_due, outcome.reason = True, "host backoff"
-                outcome.next_poll_at = now + timedelta(seconds=paused)
+            plan = await self.plan(feed, outcome, force=force)
+            if plan is None:
                 return outcome, None
-            row = self.store.feed_row(feed.url)
-            if not force and not is_due(parse_iso(row.get("next_poll_at")), now):
-                outcome.not_due = True
+            row = plan.record
+            if outcome.not_due:
                 return outcome, row
-            result = await self.fetcher.fetch(
-                feed.url, kind="feed", etag=row.get("etag"),
-                last_modified=row.get("last_modified"), allow_private=feed.allow_private,
-                headers=feed.headers, cookies=feed.cookies, proxy=feed.proxy,
-                max_bytes=self.config.fetch.max_feed_bytes,
-            )
-            await self._ingest(feed, row, result, outcome)
+            fetched = await self.fetch_and_parse(plan)
+            if fetched.parsed is None:
+                # A 304, or the same bytes from a server without validators: no parse,
+                # and no churn either (an open breaker closes).
+                decision = calm(self._breaker(plan), settings=self.config.fetch, now=plan.now)
+                await self._apply_churn(plan, decision)
+                await self.record_success(plan, fetched, churn_streak=decision.streak if decision else None)
+                return outcome, row
+            selection = await self.select(plan, fetched.parsed)
+            processed = await self.process(plan, selection)
+            await self.record(plan, selection, processed)
+            # A parsed feed without <ttl> stores 0: a <ttl> it dropped stops applying.
+            await self.record_success(plan, fetched, ttl_minutes=fetched.parsed.ttl_minutes or 0,
+                                fresh=selection.fresh, churn_streak=selection.churn.streak)
         except StageError as exc:
-            outcome.ok, outcome.error_kind, outcome.error = False, exc.kind, str(exc)
+            outcome.ok, outcome.error_kind = False, exc.kind
+            outcome.error = hide_url_secrets(str(exc), feed.url)
             if isinstance(exc, FetchError):
                 outcome.retry_after = exc.retry_after
                 self._back_off_host(feed.url, exc)
         except StoreError as exc:
-            outcome.ok, outcome.error_kind, outcome.error = False, "database", str(exc)
+            outcome.ok, outcome.error_kind = False, "database"
+            outcome.error = hide_url_secrets(str(exc), feed.url)
             row = None  # the database is failing: the failure cannot be recorded either
         except Exception as exc:  # a bug or a library failure: this feed only, never the cycle
             log.exception("feed %s: internal error", feed.label)
             outcome.ok, outcome.error_kind = False, "internal"
-            outcome.error = f"internal error: {type(exc).__name__}: {exc}"[:500]
+            outcome.error = hide_url_secrets(f"internal error: {type(exc).__name__}: {exc}",
+                                             feed.url)[:500]
         finally:
             outcome.seconds = time.monotonic() - started
         return outcome, row
 
-    async def _ingest(self, feed: FeedConfig, row: dict[str, Any], result: FetchResult,
-                      outcome: PollOutcome) -> None:
-        """Parse a fetched feed, process its new items, record the success."""
-        stored_hash = row.get("body_hash")
+    # -- plan ---------------------------------------------------------------------------
+
+    async def plan(self, feed: FeedConfig, outcome: PollOutcome, *, force: bool) -> PollPlan | None:
+        """Whether to poll now. None when its host asked for a pause (nothing to record);
+        a plan with ``outcome.not_due`` set when the feed's next poll is still ahead."""
+        now = self.wall_clock()
+        paused = self.hosts.remaining(feed.url, self.clock())
+        if paused is not None:
+            # Not the feed's failure, and not a poll: the feed's own schedule is untouched.
+            outcome.not_due, outcome.reason = True, "host backoff"
+            outcome.next_poll_at = now + timedelta(seconds=paused)
+            return None
+        row = await self._db(self.storage.feeds.get, feed.url)
+        if not force and not is_due(row.next_poll_at, now):
+            outcome.not_due = True
+        return PollPlan(feed, row, outcome, now)
+
+    # -- fetch + parse --------------------------------------------------------------------
+
+    async def fetch_and_parse(self, plan: PollPlan) -> FetchedFeed:
+        """The feed's bytes (conditional GET) and, when they changed, its items."""
+        feed, row = plan.feed, plan.record
+        result = await self.fetcher.fetch(
+            feed.url, kind="feed", etag=row.etag, last_modified=row.last_modified,
+            allow_private=feed.allow_private, headers=feed.headers, cookies=feed.cookies,
+            proxy=feed.proxy, max_bytes=self.config.fetch.max_feed_bytes,
+        )
+        stored_hash = row.body_hash
         body_hash = (stored_hash if result.not_modified
                      else hashlib.sha256(result.content).hexdigest())
         if result.not_modified or body_hash == stored_hash:
-            # A 304, or the same bytes from a server without validators: no parse,
-            # and no churn either (an open breaker closes).
-            outcome.not_modified, outcome.unchanged = result.not_modified, not result.not_modified
-            self._record_success(feed, row, outcome, result, body_hash=body_hash,
-                                 churn_streak=self._calm_breaker(feed, row))
-            return
+            plan.outcome.not_modified = result.not_modified
+            plan.outcome.unchanged = not result.not_modified
+            return FetchedFeed(result, body_hash, None)
         parsed = await self.processor.parse(
             result.content, url=feed.url, content_type=result.content_type,
             max_items=feed.max_items or self.config.fetch.max_items_per_poll,
             headers=result.headers, max_bytes=self.config.fetch.max_feed_bytes)
         for warning in parsed.warnings:
             log.info("feed %s: recovered from: %s", feed.label, warning)
-        feed_id = int(row["id"])
-        outcome.items = len(parsed.items)
-        fresh = self.store.unseen(feed_id, parsed.items)
-        outcome.new_items = len(fresh)
-        streak = self._churn_streak(row, outcome)
-        outcome.held = self._update_breaker(feed, row, streak)
-        if fresh:
-            await self._process_items(feed, feed_id, fresh, outcome)
-        # A parsed feed without <ttl> stores 0: a <ttl> it dropped stops applying.
-        self._record_success(feed, row, outcome, result, body_hash=body_hash,
-                             ttl_minutes=parsed.ttl_minutes or 0, fresh=fresh,
-                             churn_streak=streak)
+        for guid, reason in parsed.skipped:  # an item the parser could not read: skipped
+            plan.outcome.failed_items += 1
+            log.warning("feed %s: item %s skipped: %s", feed.label, mask_url(guid)[:300], reason,
+                        extra={"feed": feed.label})
+        plan.outcome.items = len(parsed.items)
+        return FetchedFeed(result, body_hash, parsed)
 
-    def _back_off_host(self, url: str, exc: FetchError) -> None:
-        """A 429/503 pauses every request to that origin, not only this feed's or page's."""
-        if exc.status not in HOST_BACKOFF_STATUSES:
+    # -- select ---------------------------------------------------------------------------
+
+    async def select(self, plan: PollPlan, parsed: ParsedFeed) -> Selection:
+        """The items new to this feed, and whether the churn breaker holds their alerts."""
+        fresh, stored = await self._db(self._unseen_and_stored, plan.record.id, parsed.items)
+        plan.outcome.new_items = len(fresh)
+        decision = judge(self._breaker(plan), items=len(parsed.items), new_items=len(fresh),
+                         settings=self.config.fetch, now=plan.now)
+        await self._apply_churn(plan, decision)
+        to_process: list[FeedItem] = []
+        known: list[FeedItem] = []
+        for item, already in zip(fresh, stored, strict=True):
+            (known if already else to_process).append(item)
+        return Selection(fresh, to_process, known, decision)
+
+    def _unseen_and_stored(self, feed_id: int, items: Sequence[FeedItem],
+                           ) -> tuple[list[FeedItem], list[bool]]:
+        """On the database thread: the items new to the feed, and whether each one's
+        article is stored already (one hop to the thread, not one an item)."""
+        fresh = self.storage.items.unseen(feed_id, items)
+        return fresh, [self.storage.items.known_article(article_key(i)) is not None for i in fresh]
+
+    def _breaker(self, plan: PollPlan) -> BreakerState:
+        row = plan.record
+        return BreakerState(feed_id=row.id, label=plan.feed.label, url=plan.feed.url,
+                            streak=row.churn_streak, held_since=row.alerts_held_since,
+                            has_items=row.items_total > 0)
+
+    async def _apply_churn(self, plan: PollPlan, decision: ChurnDecision | None) -> None:
+        """Store a change of the breaker, and queue its notice."""
+        if decision is None:
             return
-        seconds = host_backoff_seconds(exc.retry_after, self.config.fetch)
-        paused = self.hosts.defer(url, seconds, self.clock())
-        origin = origin_of(url)
-        if paused is not None and origin is not None:
-            scheme, host, port = origin
-            log.info("HTTP %s from %s://%s:%s: no request to that host for %.0fs", exc.status,
-                     scheme, host, port, paused)
-
-    # -- recording ------------------------------------------------------------------
-
-    @staticmethod
-    def _poll_state(row: dict[str, Any], failures: int | None = None) -> PollState:
-        return PollState(
-            consecutive_failures=int(row.get("consecutive_failures") or 0)
-            if failures is None else failures,
-            items_per_day=row.get("items_per_day"),
-            last_new_at=parse_iso(row.get("last_new_at")),
-        )
-
-    def _record_success(self, feed: FeedConfig, row: dict[str, Any], outcome: PollOutcome,
-                        result: FetchResult, *, body_hash: str | None,
-                        ttl_minutes: int | None = None, fresh: Sequence[FeedItem] = (),
-                        churn_streak: int | None = None) -> None:
-        """Store the validators and the next poll; ``ttl_minutes`` None keeps the stored one."""
-        now = utcnow()
-        feed_id = int(row["id"])
-        updated = dict(row, consecutive_failures=0, failing_since=None)
-        rate = last_new = None
-        if fresh:
-            newest = max(_effective_date(i, now) for i in fresh)
-            stored = parse_iso(row.get("last_new_at"))
-            last_new = newest if stored is None or newest > stored else stored
-            rate = self.store.item_rate(feed_id, now)
-            updated.update(items_per_day=rate, last_new_at=iso(last_new))
-        ttl = ttl_minutes if ttl_minutes is not None else row.get("ttl_minutes")
-        schedule = next_poll(
-            outcome="ok", state=self._poll_state(updated), settings=self.config.fetch,
-            bounds=feed_bounds(feed, self.config.fetch), now=now, headers=result.headers,
-            ttl_minutes=ttl or None,
-        )
-        self._note_schedule(outcome, schedule)
-        self.store.record_poll_success(
-            feed_id, etag=result.etag, last_modified=result.last_modified, body_hash=body_hash,
-            new_items=outcome.new_items, next_poll_at=schedule.next_poll_at,
-            interval=schedule.interval, reason=schedule.reason, items_per_day=rate,
-            last_new_at=last_new, churn_streak=churn_streak, ttl_minutes=ttl_minutes)
-        updated["next_poll_at"] = iso(schedule.next_poll_at)
-        self._check_health(updated, now)
-
-    def _record_failure(self, feed: FeedConfig, row: dict[str, Any], outcome: PollOutcome,
-                        *, counted: bool) -> None:
-        """Record a failed poll and schedule the retry (backoff, or the floor when the
-        network was down). Never raises: a database error is logged."""
-        now = utcnow()
-        failures = int(row.get("consecutive_failures") or 0) + (1 if counted else 0)
-        outcome.network_down = not counted
-        schedule = next_poll(
-            outcome="error" if counted else "network", state=self._poll_state(row, failures),
-            bounds=feed_bounds(feed, self.config.fetch), settings=self.config.fetch, now=now,
-            retry_after=outcome.retry_after,
-        )
-        self._note_schedule(outcome, schedule)
-        try:
-            self.store.record_poll_failure(
-                int(row["id"]), kind=outcome.error_kind or "error", message=outcome.error or "",
-                next_poll_at=schedule.next_poll_at, counted=counted, interval=schedule.interval,
-                reason=schedule.reason)
-            if counted:
-                self._check_health(dict(
-                    row, consecutive_failures=failures,
-                    failing_since=row.get("failing_since") or iso(now),
-                    last_error_kind=outcome.error_kind, last_error=outcome.error,
-                    next_poll_at=iso(schedule.next_poll_at)), now)
-        except StoreError as exc:
-            log.error("feed %s: could not record its failure: %s", feed.label, exc)
-
-    @staticmethod
-    def _note_schedule(outcome: PollOutcome, schedule: Schedule) -> None:
-        outcome.next_poll_at = schedule.next_poll_at
-        outcome.interval = schedule.interval
-        outcome.reason = schedule.reason
-
-    def _check_health(self, row: dict[str, Any], now: datetime) -> None:
-        """Raise a notice when the feed starts failing or goes quiet, and on recovery."""
-        change = evaluate(row, now, self.config.fetch)
-        if change is None:
+        plan.outcome.held = decision.held
+        if not decision.changed:
             return
-        channels = admin_channels(self.config.channels)
-        for notice in change.notices:
-            self.store.enqueue_notice(notice.key, notice.title, notice.body, channels,
-                                      severity=notice.severity)
-            log.warning("feed %s: %s", row.get("name") or row.get("url"), notice.title)
-        self.store.set_feed_health(int(row["id"]), change.state, change.since)
+        await self._db(self.storage.feeds.set_alerts_held, plan.record.id, decision.held_since)
+        if decision.notice is not None:
+            await self._queue_notice(decision.notice)
+        if decision.held:
+            log.warning("feed %s: GUID churn, alerts held", plan.feed.label)
 
-    # -- GUID churn circuit breaker ---------------------------------------------------
+    async def _db(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """A storage call, on the database thread (never on the event loop)."""
+        return await self.db.call(func, *args, **kwargs)
 
-    def _churn_streak(self, row: dict[str, Any], outcome: PollOutcome) -> int:
-        """Consecutive polls on which most of the feed's items were "new".
+    async def _queue_notice(self, notice: Notice) -> None:
+        await self._db(self.storage.outbox.enqueue_notice, notice.key, notice.title, notice.body,
+                                           admin_channels(self.config.channels),
+                                           severity=notice.severity)
 
-        The first poll of a feed (nothing stored yet) does not count: every item
-        is new then by definition.
-        """
-        settings = self.config.fetch
-        churning = (
-            int(row.get("items_total") or 0) > 0
-            and outcome.items >= settings.churn_min_items
-            and outcome.new_items > settings.churn_ratio * outcome.items
-        )
-        return int(row.get("churn_streak") or 0) + 1 if churning else 0
+    # -- process --------------------------------------------------------------------------
 
-    def _calm_breaker(self, feed: FeedConfig, row: dict[str, Any]) -> int | None:
-        """Nothing new at all (304, same body): no churn; close an open breaker.
+    async def process(self, plan: PollPlan, selection: Selection,
+                      ) -> list[ProcessedArticle | ItemFailure]:
+        """Fetch the pages of the articles not stored yet, then run the worker stages."""
+        feed = plan.feed
+        tags = tuple(feed.tags)
+        fetch_pages = (feed.fetch_articles if feed.fetch_articles is not None
+                       else self.config.fetch.fetch_articles)
+        items = selection.to_process
+        if fetch_pages:
+            pages = await self._fetch_pages(plan, items)
+        else:
+            pages = [(None, "article fetching is off for this feed")] * len(items)
+        sources = [
+            ArticleInput(item=i, feed_url=feed.url, feed_tags=tags, html=html, page_error=error)
+            for i, (html, error) in zip(items, pages, strict=True)
+        ]
+        return await self.processor.process(sources)
 
-        Returns the streak to store (0), or None when there is nothing to change.
-        """
-        if not row.get("churn_streak") and not row.get("alerts_held_since"):
-            return None
-        self._update_breaker(feed, row, 0)
-        return 0
-
-    def _update_breaker(self, feed: FeedConfig, row: dict[str, Any], streak: int) -> bool:
-        """Open or close the breaker; True while this feed's alerts are held."""
-        settings = self.config.fetch
-        held_since = parse_iso(row.get("alerts_held_since"))
-        feed_id = int(row["id"])
-        if streak >= settings.churn_polls:
-            if held_since is None:
-                now = utcnow()
-                self.store.set_alerts_held(feed_id, now)
-                self.store.enqueue_notice(
-                    f"feed-churn-{feed_id}-{iso(now)}", f"Feed alerts held: {feed.label}",
-                    f"{feed.url}: more than {settings.churn_ratio:.0%} of its items were new on"
-                    f" {streak} polls in a row (GUID churn?). Its matches are stored but not"
-                    " alerted until a poll brings mostly known items again.",
-                    admin_channels(self.config.channels))
-                log.warning("feed %s: GUID churn, alerts held", feed.label)
-            return True
-        if held_since is not None:
-            self.store.set_alerts_held(feed_id, None)
-            self.store.enqueue_notice(
-                f"feed-unchurn-{feed_id}-{iso(held_since)}", f"Feed alerts resumed: {feed.label}",
-                f"{feed.url} brings mostly known items again; its alerts are sent again.",
-                admin_channels(self.config.channels), severity="normal")
-        return False
-
-    # -- items ------------------------------------------------------------------------
+    async def _fetch_pages(self, plan: PollPlan, items: Sequence[FeedItem],
+                           ) -> list[tuple[bytes | None, str | None]]:
+        """The items' pages, within the poll's page budget (``PAGE_BUDGET_TIMEOUTS`` fetch
+        timeouts): pages of a server that drips or hangs cannot keep a poll for
+        ``items / per_host`` timeouts; those not fetched in time are judged on the summary."""
+        if not items:
+            return []
+        tasks = [asyncio.ensure_future(self._fetch_page(i)) for i in items]
+        budget = PAGE_BUDGET_TIMEOUTS * self.config.fetch.timeout
+        _, pending = await asyncio.wait(tasks, timeout=budget)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            log.warning("feed %s: page budget (%.0fs) spent: %d of %d pages not fetched",
+                        plan.feed.label, budget, len(pending), len(items),
+                        extra={"feed": plan.feed.label})
+        pages: list[tuple[bytes | None, str | None]] = []
+        for task in tasks:
+            if task.cancelled():
+                pages.append((None, f"the poll's page budget ({budget:.0f}s) was spent"))
+            elif task.exception() is not None:
+                pages.append((None, f"page fetch failed: {task.exception()!r}"[:300]))
+            else:
+                pages.append(task.result())
+        return pages
 
     async def _fetch_page(self, item: FeedItem) -> tuple[bytes | None, str | None]:
         """The item's page, or None and why not (the item is then judged on its summary)."""
@@ -472,41 +410,190 @@ class Pipeline:
             return None, f"{exc.kind}: {exc}"
         return page.content, None
 
-    async def _process_items(self, feed: FeedConfig, feed_id: int, items: list[FeedItem],
-                             outcome: PollOutcome) -> None:
+    def _back_off_host(self, url: str, exc: FetchError) -> None:
+        """A 429/503 pauses every request to that origin, not only this feed's or page's."""
+        if exc.status not in HOST_BACKOFF_STATUSES:
+            return
+        seconds = host_backoff_seconds(exc.retry_after, self.config.fetch)
+        paused = self.hosts.defer(url, seconds, self.clock())
+        origin = origin_of(url)
+        if paused is not None and origin is not None:
+            scheme, host, port = origin
+            log.info("HTTP %s from %s://%s:%s: no request to that host for %.0fs", exc.status,
+                     scheme, host, port, paused)
+
+    # -- record ---------------------------------------------------------------------------
+
+    async def record(self, plan: PollPlan, selection: Selection,
+                     processed: Sequence[ProcessedArticle | ItemFailure]) -> None:
+        """Write each item in its own transaction, then run the after-record hooks.
+
+        One item never fails the others: an item whose processing failed is
+        stored as seen, without matches, with its reason as ``page_error`` (so it
+        does not come back every poll); an item whose own write raises anything
+        but a database error is skipped and logged. A database error (locked,
+        full) stops the poll: the items not written stay unseen for the next one.
+        """
+        feed, outcome = plan.feed, plan.outcome
         tags = tuple(feed.tags)
-        pending: list[FeedItem] = []
-        for item in items:
-            if self.store.known_article(dedup_key(item)) is None:
-                pending.append(item)
-                continue
-            # Another feed already brought this story: record the item only (no page,
-            # no matching; record_item re-checks inside its transaction).
+        for item in selection.known:
+            # Another feed already brought this article: the item row only (no page, no
+            # matching; the write re-checks inside its transaction).
             article, _ = build_article(ArticleInput(item=item, feed_url=feed.url, feed_tags=tags))
-            self.store.record_item(feed_id, feed.label, ProcessedArticle(item=item, article=article),
-                                   route=_no_channels)
-        fetch_pages = (feed.fetch_articles if feed.fetch_articles is not None
-                       else self.config.fetch.fetch_articles)
-        if fetch_pages:
-            pages = await asyncio.gather(*(self._fetch_page(i) for i in pending))
-        else:
-            pages = [(None, "article fetching is off for this feed")] * len(pending)
-        sources = [
-            ArticleInput(item=i, feed_url=feed.url, feed_tags=tags, html=html, page_error=error)
-            for i, (html, error) in zip(pending, pages, strict=True)
-        ]
-        processed = await self.processor.process(sources)
+            done = ProcessedArticle(item=item, article=article)
+            result = await self._record_one(plan, done, item_planner((), no_channels))
+            if result is not None:
+                self._after_record(RecordedItem(feed, done, result))
+        # A feed's first successful poll brings its backlog: stored and matched, not alerted
+        # (fetch.backlog_as_seen, or the feed's own backlog_as_seen).
+        first_poll = backlog_poll(plan.record.last_success_at is None, feed.backlog_as_seen,
+                                  self.config.fetch.backlog_as_seen)
         # A feed whose breaker is open keeps its matches, without outbox rows.
         routing: Callable[[TopicMatch], Sequence[str]] = (
-            _no_channels if outcome.held else functools.partial(route, channels=self.config.channels))
-        for result in processed:
-            recorded = self.store.record_item(feed_id, feed.label, result, route=routing)
-            if recorded.new_article:
-                outcome.matches += len(recorded.match_ids)
-                outcome.alerts += len(recorded.alert_ids)
-                for match in result.matches:
+            no_channels if outcome.held else functools.partial(route, channels=self.config.channels))
+        for outcome_of_item in processed:
+            if isinstance(outcome_of_item, ItemFailure):
+                await self._record_failed_item(plan, outcome_of_item)
+                continue
+            done = outcome_of_item
+            story = await self._db(self.stories.plan_context, done) if self.stories else None
+            result = await self._record_one(plan, done, item_planner(
+                done.matches, routing, story=story, first_poll=first_poll))
+            if result is None:
+                continue
+            if result.new_article:
+                outcome.matches += len(result.match_ids)
+                outcome.alerts += len(result.alert_ids)
+                for match in done.matches:
                     log.info("feed %s: %r matched %s (score %.1f)", feed.label,
-                             result.article.title[:80], match.topic, match.score)
+                             done.article.title[:80], match.topic, match.score)
+            self._after_record(RecordedItem(feed, done, result))
+
+    async def _record_one(self, plan: PollPlan, done: ProcessedArticle,
+                          planner: Callable[..., Any]) -> RecordResult | None:
+        """One item's transaction; None (and the item counted as failed) when it raised
+        anything but a database error."""
+        feed = plan.feed
+        try:
+            return await self._db(self.storage.items.record_item, plan.record.id, feed.label, done,
+                                  article_key=article_key(done.item), plan=planner)
+        except StoreError:
+            raise
+        except Exception as exc:  # this item's data broke its write: this item only
+            self._note_failed_item(plan, done.item, f"could not be stored: {type(exc).__name__}:"
+                                   f" {exc}")
+            return None
+
+    def _note_failed_item(self, plan: PollPlan, item: FeedItem, reason: str) -> None:
+        plan.outcome.failed_items += 1
+        log.warning("feed %s: item %s failed: %s", plan.feed.label, mask_url(item.guid)[:300],
+                    reason[:500], extra={"feed": plan.feed.label})
+
+    async def _record_failed_item(self, plan: PollPlan, failure: ItemFailure) -> None:
+        """Store an item the workers could not process, as seen and unmatched, with why."""
+        self._note_failed_item(plan, failure.item, failure.reason)
+        feed = plan.feed
+        try:
+            article, _ = build_article(ArticleInput(item=failure.item, feed_url=feed.url,
+                                                    feed_tags=tuple(feed.tags)))
+        except Exception:  # even the feed text cannot be read: leave it unseen
+            log.exception("feed %s: failed item %s not stored", feed.label, failure.item.guid)
+            return
+        done = ProcessedArticle(item=failure.item, article=article,
+                                page_error=f"processing failed: {failure.reason}"[:500])
+        result = await self._record_one(plan, done, item_planner((), no_channels))
+        if result is not None:
+            self._after_record(RecordedItem(feed, done, result))
+
+    def _after_record(self, recorded: RecordedItem) -> None:
+        for hook in self.after_record:
+            try:
+                hook(recorded)
+            except Exception:  # a hook's bug must not lose the poll: the item is stored
+                log.exception("after-record hook %r failed for %s", hook,
+                              recorded.processed.item.link or recorded.processed.item.guid)
+
+    # -- the poll's own record -------------------------------------------------------------
+
+    @staticmethod
+    def _poll_state(row: FeedRecord, failures: int | None = None) -> PollState:
+        return PollState(
+            consecutive_failures=row.consecutive_failures if failures is None else failures,
+            items_per_day=row.items_per_day,
+            last_new_at=row.last_new_at,
+        )
+
+    async def record_success(self, plan: PollPlan, fetched: FetchedFeed, *,
+                       ttl_minutes: int | None = None, fresh: Sequence[FeedItem] = (),
+                       churn_streak: int | None = None) -> None:
+        """Store the validators and the next poll; ``ttl_minutes`` None keeps the stored one."""
+        feed, row, outcome, result = plan.feed, plan.record, plan.outcome, fetched.result
+        now = self.wall_clock()
+        updated = replace(row, consecutive_failures=0, failing_since=None)
+        rate = last_new = None
+        if fresh:
+            newest = max(_effective_date(i, now) for i in fresh)
+            stored = row.last_new_at
+            last_new = newest if stored is None or newest > stored else stored
+            rate = await self._db(self.storage.items.item_rate, row.id, now)
+            updated = replace(updated, items_per_day=rate, last_new_at=to_second(last_new))
+        ttl = ttl_minutes if ttl_minutes is not None else row.ttl_minutes
+        schedule = next_poll(
+            outcome="ok", state=self._poll_state(updated), settings=self.config.fetch,
+            bounds=feed_bounds(feed, self.config.fetch), now=now, headers=result.headers,
+            ttl_minutes=ttl or None,
+        )
+        self._note_schedule(outcome, schedule)
+        await self._db(self.storage.feeds.record_poll_success,
+            row.id, etag=result.etag, last_modified=result.last_modified,
+            body_hash=fetched.body_hash, new_items=outcome.new_items,
+            next_poll_at=schedule.next_poll_at, interval=schedule.interval,
+            reason=schedule.reason, items_per_day=rate, last_new_at=last_new,
+            churn_streak=churn_streak, ttl_minutes=ttl_minutes)
+        await self._check_health(replace(updated, next_poll_at=_stored(schedule.next_poll_at)), now)
+
+    async def record_failure(self, feed: FeedConfig, row: FeedRecord, outcome: PollOutcome,
+                       *, counted: bool) -> None:
+        """Record a failed poll and schedule the retry (backoff, or the floor when the
+        network was down). Never raises: a database error is logged."""
+        now = self.wall_clock()
+        failures = row.consecutive_failures + (1 if counted else 0)
+        outcome.network_down = not counted
+        schedule = next_poll(
+            outcome="error" if counted else "network", state=self._poll_state(row, failures),
+            bounds=feed_bounds(feed, self.config.fetch), settings=self.config.fetch, now=now,
+            retry_after=outcome.retry_after,
+        )
+        self._note_schedule(outcome, schedule)
+        try:
+            await self._db(self.storage.feeds.record_poll_failure,
+                row.id, kind=outcome.error_kind or "error", message=outcome.error or "",
+                next_poll_at=schedule.next_poll_at, counted=counted, interval=schedule.interval,
+                reason=schedule.reason)
+            if counted:
+                await self._check_health(replace(
+                    row, consecutive_failures=failures,
+                    failing_since=row.failing_since or to_second(now),
+                    last_error_kind=outcome.error_kind, last_error=outcome.error,
+                    next_poll_at=_stored(schedule.next_poll_at)), now)
+        except StoreError as exc:
+            log.error("feed %s: could not record its failure: %s", feed.label, exc)
+
+    @staticmethod
+    def _note_schedule(outcome: PollOutcome, schedule: Schedule) -> None:
+        outcome.next_poll_at = schedule.next_poll_at
+        outcome.interval = schedule.interval
+        outcome.reason = schedule.reason
+
+    async def _check_health(self, row: FeedRecord, now: datetime) -> None:
+        """Raise a notice when the feed starts failing or goes quiet, and on recovery."""
+        change = evaluate_health(row, now, self.config.fetch)
+        if change is None:
+            return
+        for notice in change.notices:
+            await self._queue_notice(notice)
+            log.warning("feed %s: %s", row.name or row.url, notice.title)
+        await self._db(self.storage.feeds.set_health, row.id, change.state, change.since)
 
     # -- a whole cycle ------------------------------------------------------------------
 
@@ -521,7 +608,7 @@ class Pipeline:
         after it (the polls of a cycle start together; see docs/feeds.md).
         """
         feeds = [f for f in (feeds or self.config.feeds) if f.enabled]
-        cycle_id = self.store.start_cycle()
+        cycle_id = await self._db(self.storage.ops.start_cycle)
         results = await asyncio.gather(*(self._poll(f, force=force) for f in feeds))
         polled = [(f, o, row) for f, (o, row) in zip(feeds, results, strict=True)
                   if not o.not_due]
@@ -533,25 +620,25 @@ class Pipeline:
             self.network.record(now, feed.url, ok=outcome.ok, kind=outcome.error_kind)
         for feed, outcome, row in failed:
             assert row is not None
-            self._record_failure(feed, row, outcome, counted=not down)
+            await self.record_failure(feed, row, outcome, counted=not down)
         if down:
             log.error("every feed failed with a network error: the network looks down;"
                       " the failures are not counted against the feeds")
         outcomes = [o for o, _ in results]
-        report = CycleReport(outcomes)
         for o in outcomes:
             log_poll(o)
-        self.store.finish_cycle(
-            cycle_id, feeds_ok=sum(o.ok for _, o, _ in polled), feeds_failed=len(report.failed),
-            items_new=sum(o.new_items for o in outcomes), matches=sum(o.matches for o in outcomes),
-            alerts=sum(o.alerts for o in outcomes),
-            error="network down" if down else None,
-        )
-        return report
+        tally = CycleTally(started=self.wall_clock(), opened=now).add_all(outcomes)
+        figures = tally.figures(network_down=down)
+        await self._db(self.storage.ops.finish_cycle,
+            cycle_id, feeds_ok=figures.feeds_ok, feeds_failed=figures.feeds_failed,
+            items_new=figures.items_new, matches=figures.matches, alerts=figures.alerts,
+            error=figures.error)
+        return CycleReport(outcomes)
 
 
-def _no_channels(match: TopicMatch) -> Sequence[str]:
-    return ()
+def _stored(moment: datetime | None) -> datetime | None:
+    """A moment as it reads back from storage (to the second)."""
+    return to_second(moment) if moment is not None else None
 
 
 def _effective_date(item: FeedItem, now: datetime) -> datetime:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from monitor.config import ServiceSettings
-from monitor.storage.store import Store, utcnow
+from monitor.ports import Maintenance
+from monitor.records import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class MaintenanceReport:
                 f" ({self.free_fraction:.0%} free before)")
 
 
-def maintain(store: Store, settings: ServiceSettings, *, idle: bool,
+def maintain(store: Maintenance, settings: ServiceSettings, *, idle: bool,
              now: datetime | None = None, force_vacuum: bool = False) -> MaintenanceReport:
     """Prune and optimise; VACUUM when ``idle`` and worth it (or ``force_vacuum``)."""
     now = now or utcnow()

@@ -9,8 +9,10 @@ systemd) every call is a no-op.
 ping is sent by a scheduler job (``Daemon.heartbeat``) on the event loop, never
 by a free-running thread: a wedged loop sends nothing and systemd restarts the
 service after ``WatchdogSec=``. Even when the heartbeat runs, the ping is
-withheld while a poll has been running longer than ``poll_stall_timeout``, or
-when no poll has finished for far longer than the feeds' intervals.
+withheld while a poll has been running longer than ``poll_stall_timeout``,
+when no poll has finished for far longer than the feeds' intervals, or when
+the items that arrive have all failed processing for ``poll_stall_timeout``
+(polls that finish are not enough: the workers must be processing).
 """
 
 from __future__ import annotations
@@ -24,10 +26,6 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
-# Test-only: seconds after start-up at which the daemon blocks its own event loop
-# thread (time.sleep) for good, to prove the watchdog stops being fed. Never set
-# it in production; it exists for tests/test_service_notify.py.
-TEST_WEDGE_ENV = "NEWSMON_TEST_WEDGE_AFTER"
 
 
 class Notifier:
@@ -119,6 +117,11 @@ class ProgressMonitor:
     last_finished: float | None = None
     _inflight: dict[int, tuple[str, float]] = field(default_factory=dict)
     _next_token: int = 0
+    # Items that arrive and fail, in a row (reset by any item processed): the pool or
+    # the stages are broken while polls still finish.
+    items_failing: int = 0
+    items_failing_since: float | None = None
+    items_failing_reason: str | None = None
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -132,6 +135,16 @@ class ProgressMonitor:
     def poll_finished(self, token: int) -> None:
         self._inflight.pop(token, None)
         self.last_finished = self.clock()
+
+    def items_done(self, *, processed: int, failed: int, reason: str | None = None) -> None:
+        """Record what a finished poll did with the items that arrived."""
+        if processed:
+            self.items_failing, self.items_failing_since, self.items_failing_reason = 0, None, None
+        elif failed:
+            self.items_failing += failed
+            self.items_failing_reason = reason or self.items_failing_reason
+            if self.items_failing_since is None:
+                self.items_failing_since = self.clock()
 
     def reset_idle(self) -> None:
         """After a reload: the new schedule gets a fresh allowance."""
@@ -147,6 +160,10 @@ class ProgressMonitor:
         for feed, since in self._inflight.values():
             if now - since > self.stall_timeout:
                 return f"poll of {feed} has been running for {now - since:.0f}s"
+        if self.items_failing_since is not None and now - self.items_failing_since > self.stall_timeout:
+            why = f" (last: {self.items_failing_reason})" if self.items_failing_reason else ""
+            return (f"item processing has failed for {now - self.items_failing_since:.0f}s:"
+                    f" {self.items_failing} items, none processed{why}")
         if self.idle_limit is not None:
             last = max(self.last_finished or 0.0, self.started)
             if now - last > self.idle_limit:

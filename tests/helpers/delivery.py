@@ -1,4 +1,5 @@
-"""Helpers for the delivery tests: outbox rows written the way the pipeline writes them."""
+"""Helpers for the delivery and storage tests: outbox rows written the way the pipeline
+writes them, and test-only reads of the outbox."""
 
 from __future__ import annotations
 
@@ -11,13 +12,22 @@ from typing import Any
 import time_machine
 
 from monitor.config import ChannelConfig, DeliverySettings
-from monitor.models import Article, EvidenceSentence, FeedItem, ProcessedArticle, TopicMatch
-from monitor.storage.store import Store
+from monitor.identity import Route, article_key, item_planner
+from monitor.models import (
+    Article,
+    EvidenceSentence,
+    FeedItem,
+    PendingAlert,
+    ProcessedArticle,
+    TopicMatch,
+)
+from monitor.records import RecordResult
+from monitor.storage import Storage
 
 _counter = itertools.count(1)
 
 
-def add_alert(store: Store, channel: str = "hook", *, topic: str = "ceasefire",
+def add_alert(store: Storage, channel: str = "hook", *, topic: str = "ceasefire",
               severity: str = "normal", title: str | None = None, url: str | None = None,
               evidence: tuple[str, ...] = ("The **ceasefire** holds in the east.",),
               at: datetime | None = None, feed: str = "http://feeds.test/a.xml") -> int:
@@ -39,9 +49,24 @@ def add_alert(store: Store, channel: str = "hook", *, topic: str = "ceasefire",
     )
     processed = ProcessedArticle(item=item, article=article, matches=(match,))
     with _clock(at):
-        feed_id = store.feed_state(feed).id
-        result = store.record_item(feed_id, "Test feed", processed, lambda m: [channel])
+        feed_id = store.feeds.get(feed).id
+        result = record(store, feed_id, "Test feed", processed, lambda m: [channel])
     return result.alert_ids[0]
+
+
+def record(storage: Storage, feed_id: int, source: str, processed: ProcessedArticle,
+           route: Route) -> RecordResult:
+    """The pipeline's item write: keys from ``monitor.identity``, matches routed by ``route``."""
+    return storage.items.record_item(
+        feed_id, source, processed, article_key=article_key(processed.item),
+        plan=item_planner(processed.matches, route))
+
+
+def due_alerts(storage: Storage, *, now: datetime | None = None) -> list[PendingAlert]:
+    """Every channel's due pending alerts, oldest first."""
+    outbox = storage.outbox
+    due = [a for ch in outbox.due_channels(now=now) for a, _ in outbox.due_outbox(ch, now=now)]
+    return sorted(due, key=lambda a: a.id)
 
 
 @contextmanager
@@ -63,9 +88,9 @@ def settings(**kw: Any) -> DeliverySettings:
     return DeliverySettings(**{**base, **kw})
 
 
-def statuses(store: Store) -> dict[str, int]:
-    return store.alert_counts()
+def statuses(store: Storage) -> dict[str, int]:
+    return store.outbox.counts()
 
 
-def row(store: Store, alert_id: int) -> dict[str, Any]:
+def row(store: Storage, alert_id: int) -> dict[str, Any]:
     return next(iter(store.db.query("SELECT * FROM alerts WHERE id = ?", (alert_id,))))

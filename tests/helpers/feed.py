@@ -1,6 +1,6 @@
 """Helpers shared by the feed tests (test_polling_*, test_feed_*, test_parse_*).
 
-No tests here: it builds a real Pipeline (Store on a temp file, the real
+No tests here: it builds a real Pipeline (storage on a temp file, the real
 Fetcher limited to 127.0.0.0/8) and offers a fast article processor for tests
 that are about polling, not about matching.
 """
@@ -13,37 +13,29 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from monitor.config import (
-    AnalysisSettings,
-    ChannelConfig,
-    Config,
-    FeedConfig,
-    FetchSettings,
-)
+from monitor.config import Config, FeedConfig
 from monitor.models import Article, ArticleInput, ProcessedArticle
-from monitor.runtime.pipeline import ArticleProcessor, Pipeline
-from monitor.storage.store import Store
-from tests.helpers.paths import REPO
+from monitor.runtime.pipeline import Pipeline
+from monitor.runtime.processor import ArticleProcessor
+from monitor.storage import open_storage
+from tests.helpers.configs import ConfigFactory
 
 T = TypeVar("T")
-RULES = REPO / "config" / "rules"
 MATCHING_TITLE = "Russia and Ukraine agree ceasefire in talks on peace deal"  # 2 topics fire
 
 
-def make_config(tmp_path: Path, feeds: Sequence[FeedConfig | str], *, channels: bool = True,
-                **fetch: Any) -> Config:
-    settings = {"allow_networks": ("127.0.0.0/8",), "timeout": 10.0, "fetch_articles": False,
-                **fetch}
-    return Config(
-        database=tmp_path / "test.db",
-        feeds=tuple(FeedConfig(url=f) if isinstance(f, str) else f for f in feeds),
-        channels=(ChannelConfig(name="desk", url="json://127.0.0.1:9/hook"),
-                  ChannelConfig(name="ops", url="json://127.0.0.1:9/ops", admin=True))
-        if channels else (),
-        rules=(RULES,),
-        fetch=FetchSettings(**settings),
-        analysis=AnalysisSettings(workers=0),
-    )
+# Nobody listens on port 9 (discard): queued alerts and notices just stay in the outbox.
+PIPELINE_CHANNELS = ({"name": "desk", "url": "json://127.0.0.1:9/hook"},
+                     {"name": "ops", "url": "json://127.0.0.1:9/ops", "admin": True})
+
+
+def pipeline_config(tmp_path: Path, feeds: Sequence[FeedConfig | str], *, channels: bool = True,
+                    **fetch: Any) -> Config:
+    """A pipeline test's config: a desk and an admin channel, no article page fetches
+    (the feed text is matched); ``fetch`` keys go to the ``fetch:`` section."""
+    return ConfigFactory(tmp_path).load(
+        database="test.db", feeds=feeds, channels=PIPELINE_CHANNELS if channels else (),
+        fetch={"fetch_articles": False, **fetch})
 
 
 class FastProcessor(ArticleProcessor):
@@ -66,8 +58,8 @@ class FastProcessor(ArticleProcessor):
 
 
 def build(config: Config, *, real_matching: bool = False, **fetcher_kw: Any) -> Pipeline:
-    store = Store(config.database_path())
-    store.sync_feeds((f.url, f.name, f.tags) for f in config.feeds)
+    store = open_storage(config.database_path())
+    store.feeds.sync((f.url, f.name, f.tags) for f in config.feeds)
     processor = ArticleProcessor(config, workers=0) if real_matching else FastProcessor(config)
     fetcher = Pipeline.make_fetcher(config)
     if fetcher_kw:

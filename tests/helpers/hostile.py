@@ -1,7 +1,9 @@
 """A hostile HTTP server and a canary listener for tests (harness H1-H3).
 
-Both bind only to 127.0.0.1 on an ephemeral port and run an asyncio loop in a
-daemon thread of the test process, so sync and async tests can use them alike.
+Both bind only to 127.0.0.1 on an ephemeral port (the lifecycle is
+``loopback.LoopbackServer``, shared with ``servers.Site``) and run an asyncio
+loop in a daemon thread of the test process, so sync and async tests can use
+them alike. They speak raw bytes on the socket, so they can break HTTP at will.
 Use them as context managers::
 
     with HostileServer() as srv, Canary() as canary:
@@ -34,11 +36,12 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
+
+from tests.helpers.loopback import HOST, LoopbackServer, R
 
 __all__ = [
     "RSS",
@@ -128,7 +131,7 @@ class CanaryHit:
 Handler = Callable[["HostileServer", RecordedRequest, asyncio.StreamWriter], Awaitable[None]]
 
 
-class _LoopServer:
+class _LoopServer(LoopbackServer[R]):
     """An asyncio server on 127.0.0.1:<ephemeral>, run in a thread of its own.
 
     Subclasses provide ``_serve``; ``_ssl`` makes it TLS.
@@ -137,26 +140,23 @@ class _LoopServer:
     _thread_name = "loopback-server"
 
     def __init__(self) -> None:
+        super().__init__()
         self._ssl: ssl.SSLContext | None = None
         self._runner: _LoopThread | None = None
         self._server: asyncio.Server | None = None
-        self.port = 0
-        self._lock = threading.Lock()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
 
-    def start(self) -> Self:
+    def _bind(self) -> int:
         self._runner = _LoopThread(self._thread_name)
         self._server = self._runner.call(
-            asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._ssl, limit=1 << 16)
+            asyncio.start_server(self._serve, HOST, 0, ssl=self._ssl, limit=1 << 16)
         )
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
+        return int(self._server.sockets[0].getsockname()[1])
 
-    def stop(self) -> None:
-        if self._runner is None:
-            return
+    def _close(self) -> None:
+        assert self._runner is not None
         server = self._server
 
         async def _close() -> None:
@@ -168,19 +168,8 @@ class _LoopServer:
         self._runner.stop()
         self._runner = None
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class HostileServer(_LoopServer):
+class HostileServer(_LoopServer[RecordedRequest]):
     """One hostile (or ordinary) behaviour per path, on 127.0.0.1:<ephemeral>.
 
     ``ssl_context`` makes it an HTTPS server. ``requests`` lists every parsed
@@ -192,7 +181,6 @@ class HostileServer(_LoopServer):
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__()
         self._ssl = ssl_context
-        self.requests: list[RecordedRequest] = []
         self.connections = 0
         self.max_active: dict[str, int] = {}
         self._active: dict[str, int] = {}
@@ -204,16 +192,13 @@ class HostileServer(_LoopServer):
     def scheme(self) -> str:
         return "https" if self._ssl else "http"
 
-    def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
-        return f"{self.scheme}://{host}:{self.port}{path}"
-
     def paths(self) -> list[str]:
         with self._lock:
             return [r.path for r in self.requests]
 
     def reset(self) -> None:
+        super().reset()
         with self._lock:
-            self.requests.clear()
             self.max_active.clear()
             self.connections = 0
 
@@ -655,7 +640,7 @@ def _route(path: str) -> Handler:
 # --- the canary ------------------------------------------------------------------------------
 
 
-class Canary(_LoopServer):
+class Canary(_LoopServer[CanaryHit]):
     """A loopback listener that records every connection it gets (harness H2).
 
     An SSRF test passes only if ``hits`` stays empty. It answers a minimal
@@ -664,16 +649,13 @@ class Canary(_LoopServer):
 
     _thread_name = "canary"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.hits: list[CanaryHit] = []
-
-    def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+    @property
+    def hits(self) -> list[CanaryHit]:
+        """Every connection received (the canary's recorded requests)."""
+        return self.requests
 
     def clear(self) -> None:
-        with self._lock:
-            self.hits.clear()
+        self.reset()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
@@ -682,8 +664,7 @@ class Canary(_LoopServer):
             line = await asyncio.wait_for(reader.readline(), 2)
         except (TimeoutError, ConnectionError, OSError):
             line = b""
-        with self._lock:
-            self.hits.append(CanaryHit((str(peer[0]), int(peer[1])), line.decode("latin-1").strip(), hit_at))
+        self.record(CanaryHit((str(peer[0]), int(peer[1])), line.decode("latin-1").strip(), hit_at))
         with contextlib.suppress(Exception):
             writer.write(_head("200 OK", {"Content-Type": "text/plain"}, length=6) + b"canary")
             await writer.drain()

@@ -1,7 +1,8 @@
 """Real servers on 127.0.0.1 for tests: static site, webhook receiver, SMTP.
 
 Every server binds to 127.0.0.1 on an ephemeral port and is stopped by the
-test that started it. Nothing here talks to any other address.
+test that started it (the lifecycle is ``loopback.LoopbackServer``). Nothing
+here talks to any other address.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import email.policy
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.helpers.loopback import HOST, LoopbackServer, free_port
 
 Response = tuple[int, dict[str, str], bytes]
 Route = Response | Callable[[BaseHTTPRequestHandler], Response]
@@ -45,7 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
             # real service, accept nothing; the sender's outbox sends it again.
             self.close_connection = True
             return
-        self.server.site.requests.append(
+        self.server.site.record(
             Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
         )
         route = self.server.site.routes.get(self.path.split("?", 1)[0])
@@ -71,84 +74,50 @@ class _Server(ThreadingHTTPServer):
     site: Site
 
 
-@dataclass
-class Site:
+class Site(LoopbackServer[Recorded]):
     """A static HTTP site: ``routes`` maps a path to a response or a function."""
 
-    routes: dict[str, Route] = field(default_factory=dict)
-    requests: list[Recorded] = field(default_factory=list)
-    _server: _Server | None = None
+    def __init__(self, routes: dict[str, Route] | None = None) -> None:
+        super().__init__()
+        self.routes: dict[str, Route] = routes if routes is not None else {}
+        self._server: _Server | None = None
 
-    def start(self) -> Site:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+    def _bind(self) -> int:
+        self._server = _Server((HOST, 0), _Handler)
         self._server.site = self
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
+        return int(self._server.server_address[1])
+
+    def _close(self) -> None:
+        assert self._server is not None
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class Mailbox(LoopbackServer[email.message.EmailMessage]):
+    """A real SMTP server (aiosmtpd) on loopback that keeps the messages it receives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._controller: Any = None
 
     @property
-    def port(self) -> int:
-        assert self._server is not None
-        return self._server.server_address[1]
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> Site:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-@dataclass
-class Mailbox:
-    """A real SMTP server (aiosmtpd) on loopback that keeps what it receives."""
-
-    messages: list[email.message.EmailMessage] = field(default_factory=list)
-    envelopes: list[Any] = field(default_factory=list)
-    _controller: Any = None
+    def messages(self) -> list[email.message.EmailMessage]:
+        return self.requests
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        self.messages.append(
-            email.message_from_bytes(envelope.content, policy=email.policy.default)  # type: ignore[arg-type]
-        )
+        self.record(email.message_from_bytes(envelope.content, policy=email.policy.default))
         return "250 Message accepted for delivery"
 
-    def start(self) -> Mailbox:
+    def _bind(self) -> int:
         from aiosmtpd.controller import Controller
 
-        self._controller = Controller(self, hostname="127.0.0.1", port=free_port())
+        self._controller = Controller(self, hostname=HOST, port=free_port())
         self._controller.start()
-        return self
-
-    @property
-    def port(self) -> int:
         return int(self._controller.port)
 
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-
-    def __enter__(self) -> Mailbox:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now (aiosmtpd's Controller cannot take port 0)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    def _close(self) -> None:
+        self._controller.stop()
 
 
 def rss(items: list[dict[str, str]], title: str = "Test feed") -> bytes:

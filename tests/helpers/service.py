@@ -1,4 +1,4 @@
-"""Helpers for the service tests (no tests here): configs, a daemon subprocess,
+"""Helpers for the service tests (no tests here): a daemon config, a daemon subprocess,
 and a real AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET."""
 
 from __future__ import annotations
@@ -10,32 +10,26 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from tests.helpers.configs import ConfigFactory
 from tests.helpers.paths import REPO
 
-RULES = REPO / "config" / "rules"
 
+def write_config(tmp_path: Path, feeds: Sequence[str], *, interval: str = "2s",
+                 channels: Sequence[Mapping[str, Any]] = (), fetch: Mapping[str, Any] | None = None,
+                 service: Mapping[str, Any] | None = None, name: str = "newsmon.yaml") -> Path:
+    """A daemon config for tests: short poll and delivery intervals, a quick stop.
 
-def write_config(tmp_path: Path, feeds: list[str], *, interval: str = "2s", service: str = "",
-                 channels: str = "", extra: str = "", name: str = "newsmon.yaml") -> Path:
-    """A daemon config for tests: loopback allowed, in-process analysis, short intervals."""
-    feed_lines = "\n".join(f"  - url: {u}\n    interval: {interval}" for u in feeds) or "  []"
-    config = tmp_path / name
-    config.write_text(
-        "database: state/test.db\n"
-        f"feeds:\n{feed_lines}\n"
-        f"{channels}"
-        f"rules:\n  - {RULES}\n"
-        "fetch:\n  allow_networks: ['127.0.0.0/8']\n  timeout: 10s\n  min_interval: 1s\n"
-        "analysis:\n  workers: 0\n"
-        "delivery:\n  interval: 1s\n"
-        f"service:\n  stop_timeout: 2s\n{service}"
-        f"{extra}",
-        encoding="utf-8",
-    )
-    return config
+    Loopback allowed, analysis in-process (``ConfigFactory``'s base); the database is
+    ``state/test.db`` beside the config. ``fetch`` and ``service`` merge over these.
+    """
+    return ConfigFactory(tmp_path).write(
+        name=name, feeds=feeds, interval=interval, channels=channels,
+        fetch={"min_interval": "1s", **(fetch or {})}, delivery={"interval": "1s"},
+        service={"stop_timeout": "2s", **(service or {})})
 
 
 def newsmon(*args: str, env: dict[str, str] | None = None,
@@ -50,13 +44,13 @@ class DaemonProcess:
     """``newsmon run`` in a subprocess, its stderr captured to a file."""
 
     def __init__(self, config: Path, *, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), module: str = "monitor") -> None:
         self.log_path = config.parent / "daemon.log"
         self._log = self.log_path.open("wb")
         clean = {k: v for k, v in os.environ.items()
                  if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor", *args, "--config", str(config), "run"],
+            [sys.executable, "-m", module, *args, "--config", str(config), "run"],
             cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env={**clean, **(env or {})},
         )
 

@@ -1,0 +1,345 @@
+"""Read models: the queries ``newsmon feeds``/``alerts``/``status`` (and a future
+web view) share. They read, never write, and return typed rows for printing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from monitor.config import FeedConfig
+from monitor.records import AlertListRow, FeedHealthRow, FeedRecord, FeedTableRow, StatusFigures
+from monitor.storage.db import Connection, errors, iso, parse_iso
+from monitor.storage.feeds import feed_record
+from monitor.storage.operations import OperationsRepository
+from monitor.storage.outbox import OutboxRepository
+
+
+def _health(enabled: bool, record: FeedRecord) -> str:
+    """The word ``newsmon feeds`` shows; agrees with ``status``, which counts any
+    failing last poll as failing (the stored state turns "failing" only after
+    ``fetch.failing_notice_after``, when the notice goes out)."""
+    if not enabled:
+        return "disabled"
+    if record.consecutive_failures:
+        return "failing"
+    if record.health_state and record.health_state != "ok":
+        return record.health_state
+    return "new" if record.last_poll_at is None else "ok"
+
+
+def feed_table(feeds: Sequence[FeedConfig], stored: Mapping[str, FeedRecord]) -> list[FeedTableRow]:
+    """One row per configured feed, with its stored health (blank if never polled)."""
+    rows = []
+    for feed in feeds:
+        record = stored.get(feed.url)
+        if record is None:
+            rows.append(FeedTableRow(
+                name=feed.name or "", url=feed.url, health="disabled" if not feed.enabled else "new",
+                last_success=None, failures=0, last_error_kind=None, next_poll=None,
+                interval_s=None, reason=None, items_per_day=None, alerts_held_since=None,
+                last_error=None))
+            continue
+        rate = record.items_per_day
+        rows.append(FeedTableRow(
+            name=feed.name or "", url=feed.url,
+            health=_health(feed.enabled, record),
+            last_success=record.last_success_at, failures=record.consecutive_failures,
+            last_error_kind=record.last_error_kind, next_poll=record.next_poll_at,
+            interval_s=round(record.poll_interval) if record.poll_interval else None,
+            reason=record.poll_reason,
+            items_per_day=round(rate, 2) if rate is not None else None,
+            alerts_held_since=record.alerts_held_since,
+            last_error=record.last_error if record.consecutive_failures else None,
+        ))
+    return rows
+
+
+class ReadModels:
+    """The shared read-only queries over one connection."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._conn = connection
+        self._db = connection.db
+
+    def enabled_feeds(self) -> dict[str, FeedRecord]:
+        """Every enabled feed's stored record, by URL."""
+        with errors("reading feeds"):
+            rows = list(self._db.query("SELECT * FROM feeds WHERE enabled = 1 ORDER BY id"))
+        return {r["url"]: feed_record(r) for r in rows}
+
+    def feed_table(self, feeds: Sequence[FeedConfig]) -> list[FeedTableRow]:
+        """``newsmon feeds``: the configured feeds with their stored health."""
+        return feed_table(feeds, self.enabled_feeds())
+
+    def feed_health(self) -> list[FeedHealthRow]:
+        """Enabled feeds with their poll times and failure state, for status."""
+        with errors("reading feeds"):
+            rows = self._db.execute(
+                "SELECT id, url, name, last_poll_at, last_success_at, consecutive_failures,"
+                " last_error_kind, last_error, failing_since FROM feeds WHERE enabled = 1"
+                " ORDER BY id").fetchall()
+        return [FeedHealthRow(
+            id=r[0], url=r[1], name=r[2], last_poll_at=parse_iso(r[3]),
+            last_success_at=parse_iso(r[4]), consecutive_failures=int(r[5] or 0),
+            last_error_kind=r[6], last_error=r[7], failing_since=parse_iso(r[8]))
+            for r in rows]
+
+    def alert_list(self, *, limit: int = 50, status: str | None = None,
+                   channel: str | None = None) -> list[AlertListRow]:
+        """The newest outbox rows (for ``newsmon alerts``), newest first."""
+        sql = ("SELECT id, alert_key, channel, topic, severity, kind, title, status, held,"
+               " attempts, next_attempt_at, last_error, created_at, sent_at FROM alerts")
+        where: list[str] = []
+        params: list[object] = []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if channel:
+            where.append("channel = ?")
+            params.append(channel)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with errors("reading the outbox"):
+            rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", [*params, limit]).fetchall()
+        return [AlertListRow(
+            id=r[0], alert_key=r[1], channel=r[2], topic=r[3], severity=r[4], kind=r[5],
+            title=r[6], status=r[7], held=r[8], attempts=int(r[9] or 0),
+            next_attempt_at=parse_iso(r[10]), last_error=r[11], created_at=parse_iso(r[12]),
+            sent_at=parse_iso(r[13])) for r in rows]
+
+    def status_figures(self) -> StatusFigures:
+        """Everything ``newsmon status`` judges (see ``monitor.runtime.status``)."""
+        ops = OperationsRepository(self._conn)
+        return StatusFigures(
+            database=str(self._conn.path), database_bytes=ops.database_bytes(),
+            schema_version=ops.schema_version(), feeds=tuple(self.feed_health()),
+            alert_counts=OutboxRepository(self._conn).counts(),
+            daemon={k: ops.get_meta(f"daemon_{k}")
+                    for k in ("started_at", "pid", "stopped_at", "problem", "storage")},
+            last_cycle=ops.last_cycle())
+
+
+# --- the web workspace (monitor/web) ---------------------------------------------------------
+# Row types live here beside their queries: they are read by the web pages alone.
+
+
+@dataclass(frozen=True, slots=True)
+class MatchedArticleRow:
+    """A matched article in a topic's list (newest first)."""
+
+    article_id: int
+    topic: str
+    title: str
+    url: str | None
+    score: float
+    threshold: float
+    severity: str | None
+    matched_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMatch:
+    """One stored match of an article, with what the classifier found (JSON decoded)."""
+
+    id: int
+    topic: str
+    score: float
+    threshold: float
+    severity: str | None
+    terms: tuple[str, ...]
+    hits: tuple[dict[str, Any], ...]  # TermHit fields: term, text, field, sentence, weight
+    evidence: tuple[dict[str, Any], ...]  # EvidenceSentence fields: field, text, marked, terms
+    created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleAlertRow:
+    id: int
+    channel: str
+    topic: str | None
+    status: str
+    created_at: datetime | None
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleDetail:
+    id: int
+    title: str
+    url: str | None
+    summary: str
+    body: str | None
+    body_pruned: bool
+    text_source: str | None
+    language: str | None
+    author: str | None
+    published: datetime | None
+    first_seen: datetime | None
+    sources: tuple[str, ...]  # the feeds (name, else URL) that carried it
+    matches: tuple[StoredMatch, ...]
+    alerts: tuple[ArticleAlertRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSummaryRow:
+    """One channel's outbox and health, by name only (never its URL)."""
+
+    channel: str
+    sent: int
+    pending: int
+    dead: int
+    failures: int
+    failing_since: datetime | None
+    blocked_until: datetime | None
+    last_sent_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArticleRow:
+    """A stored article's text, for re-running rules over history (``newsmon backtest``)."""
+
+    id: int
+    title: str
+    summary: str
+    body: str
+    body_pruned: bool
+    text_source: str
+    language: str | None
+    url: str | None
+    published: datetime | None
+    first_seen: datetime | None
+
+
+def _loads(text: str | None) -> tuple[Any, ...]:
+    return tuple(json.loads(text)) if text else ()
+
+
+def latest_matches(connection: Connection, *, per_topic: int = 5) -> dict[str, list[MatchedArticleRow]]:
+    """The newest matched articles of each topic, newest topic activity first."""
+    with errors("reading matches"):
+        rows = connection.db.execute(
+            "SELECT article_id, topic, title, url, score, threshold, severity, created_at FROM ("
+            " SELECT m.article_id, m.topic, a.title, a.url, m.score, m.threshold, m.severity,"
+            " m.created_at, ROW_NUMBER() OVER (PARTITION BY m.topic ORDER BY m.id DESC) AS n"
+            " FROM matches m JOIN articles a ON a.id = m.article_id)"
+            " WHERE n <= ? ORDER BY created_at DESC", (per_topic,)).fetchall()
+    out: dict[str, list[MatchedArticleRow]] = {}
+    for r in rows:
+        out.setdefault(r[1], []).append(MatchedArticleRow(
+            article_id=r[0], topic=r[1], title=r[2] or "", url=r[3], score=r[4],
+            threshold=r[5], severity=r[6], matched_at=parse_iso(r[7])))
+    return out
+
+
+def daily_volume(connection: Connection, *, since: datetime) -> dict[str, dict[str, int]]:
+    """Matches per topic per UTC day (``YYYY-MM-DD``) since ``since``: each match
+    alerts once per channel, so this is the alert volume an analyst reads."""
+    with errors("reading match volume"):
+        rows = connection.db.execute(
+            "SELECT topic, substr(created_at, 1, 10) AS day, COUNT(*) FROM matches"
+            " WHERE created_at >= ? GROUP BY topic, day", (iso(since),)).fetchall()
+    out: dict[str, dict[str, int]] = {}
+    for topic, day, count in rows:
+        out.setdefault(topic, {})[day] = int(count)
+    return out
+
+
+def article_detail(connection: Connection, article_id: int) -> ArticleDetail | None:
+    """One article with its sources, stored matches and alerts; None when unknown."""
+    db = connection.db
+    with errors(f"reading article {article_id}"):
+        a = db.execute(
+            "SELECT id, title, url, summary, body, body_pruned, text_source, language, author,"
+            " published, first_seen FROM articles WHERE id = ?", (article_id,)).fetchone()
+        if a is None:
+            return None
+        sources = [r[0] for r in db.execute(
+            "SELECT DISTINCT coalesce(nullif(f.name, ''), f.url) FROM items i"
+            " JOIN feeds f ON f.id = i.feed_id WHERE i.article_id = ? ORDER BY i.id", (article_id,))]
+        matches = db.execute(
+            "SELECT id, topic, score, threshold, severity, terms, hits, evidence, created_at"
+            " FROM matches WHERE article_id = ? ORDER BY score DESC", (article_id,)).fetchall()
+        alerts = db.execute(
+            "SELECT id, channel, topic, status, created_at, sent_at FROM alerts"
+            " WHERE article_id = ? ORDER BY id", (article_id,)).fetchall()
+    return ArticleDetail(
+        id=a[0], title=a[1] or "", url=a[2], summary=a[3] or "", body=a[4], body_pruned=bool(a[5]),
+        text_source=a[6], language=a[7], author=a[8], published=parse_iso(a[9]),
+        first_seen=parse_iso(a[10]), sources=tuple(sources),
+        matches=tuple(StoredMatch(
+            id=m[0], topic=m[1], score=m[2], threshold=m[3], severity=m[4],
+            terms=_loads(m[5]), hits=_loads(m[6]), evidence=_loads(m[7]),
+            created_at=parse_iso(m[8])) for m in matches),
+        alerts=tuple(ArticleAlertRow(id=r[0], channel=r[1], topic=r[2], status=r[3],
+                                     created_at=parse_iso(r[4]), sent_at=parse_iso(r[5]))
+                     for r in alerts))
+
+
+def channel_summary(connection: Connection, channels: Sequence[str]) -> list[ChannelSummaryRow]:
+    """Each configured channel (and any other the outbox names): counts and health.
+
+    ``last_error`` is as stored; callers showing it redact secrets first."""
+    db = connection.db
+    with errors("reading channels"):
+        counts: dict[str, dict[str, int]] = {}
+        for channel, status, n in db.execute(
+                "SELECT channel, status, COUNT(*) FROM alerts GROUP BY channel, status"):
+            counts.setdefault(channel, {})[status] = int(n)
+        states = {r[0]: r for r in db.execute(
+            "SELECT channel, failures, failing_since, blocked_until, last_sent_at, last_error"
+            " FROM channel_state")}
+    names = list(dict.fromkeys([*channels, *sorted(counts)]))
+    rows = []
+    for name in names:
+        c, s = counts.get(name, {}), states.get(name)
+        rows.append(ChannelSummaryRow(
+            channel=name, sent=c.get("sent", 0), pending=c.get("pending", 0), dead=c.get("dead", 0),
+            failures=int(s[1] or 0) if s else 0, failing_since=parse_iso(s[2]) if s else None,
+            blocked_until=parse_iso(s[3]) if s else None, last_sent_at=parse_iso(s[4]) if s else None,
+            last_error=s[5] if s else None))
+    return rows
+
+
+def stored_articles(connection: Connection, *, since: datetime | None = None,
+                    batch: int = 500) -> Iterator[StoredArticleRow]:
+    """Every stored article first seen since ``since``, oldest first, read in batches."""
+    last = 0
+    cutoff = iso(since) if since else ""
+    while True:
+        with errors("reading articles"):
+            rows = connection.db.execute(
+                "SELECT id, title, summary, body, body_pruned, text_source, language, url,"
+                " published, first_seen FROM articles WHERE id > ? AND first_seen >= ?"
+                " ORDER BY id LIMIT ?", (last, cutoff, batch)).fetchall()
+        if not rows:
+            return
+        for r in rows:
+            yield StoredArticleRow(
+                id=r[0], title=r[1] or "", summary=r[2] or "", body=r[3] or "",
+                body_pruned=bool(r[4]), text_source=r[5] or "summary", language=r[6], url=r[7],
+                published=parse_iso(r[8]), first_seen=parse_iso(r[9]))
+        last = rows[-1][0]
+
+
+def count_articles(connection: Connection, *, since: datetime | None = None) -> int:
+    with errors("counting articles"):
+        return int(connection.db.execute(
+            "SELECT COUNT(*) FROM articles WHERE first_seen >= ?",
+            (iso(since) if since else "",)).fetchone()[0])
+
+
+def matched_topics(connection: Connection, article_ids: Sequence[int]) -> dict[int, set[str]]:
+    """The topics each article matched when it was recorded."""
+    out: dict[int, set[str]] = {i: set() for i in article_ids}
+    for start in range(0, len(article_ids), 500):
+        chunk = list(article_ids[start:start + 500])
+        marks = ",".join("?" * len(chunk))
+        with errors("reading matches"):
+            for article_id, topic in connection.db.execute(
+                    f"SELECT article_id, topic FROM matches WHERE article_id IN ({marks})", chunk):
+                out[int(article_id)].add(topic)
+    return out

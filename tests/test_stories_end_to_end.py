@@ -1,0 +1,135 @@
+"""Stories through the real pipeline: loopback feeds, real matching, the real outbox.
+
+Ten republications of one wire story across five feeds (five outlets) are one story
+and one alert per channel; a later article of that story with a new topic is one
+follow-up; unrelated stories of the same topic alert once each.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+from monitor.config import Config
+from monitor.runtime.pipeline import Pipeline
+from monitor.runtime.stories import LazyStoryKeeper
+from monitor.storage import open_storage
+from monitor.storage.stories import StoryRepository
+from tests.helpers.configs import ConfigFactory
+from tests.helpers.feed import build, run
+from tests.helpers.rules import write_rules
+from tests.helpers.servers import Site, rss
+
+RULES = """
+topics:
+  - id: ceasefire
+    threshold: 1
+    fields: {title: 1, summary: 1, lede: 1, body: 1}
+    terms: [ceasefire, truce]
+  - id: prisoners
+    threshold: 1
+    fields: {title: 1, summary: 1, lede: 1, body: 1}
+    terms: [prisoner exchange]
+"""
+CHANNELS = ({"name": "desk", "url": "json://127.0.0.1:9/hook"},
+            {"name": "mail", "url": "json://127.0.0.1:9/mail"})
+
+WIRE = ("KYIV, Ukraine (AP) — Russia and Ukraine agreed on Tuesday to a ceasefire along the front line "
+        "near Zaporizhzhia, officials in both capitals said, after three days of talks in Istanbul "
+        "mediated by Turkey. The truce is to begin at midnight and will be monitored by observers "
+        "from the OSCE, said Turkish foreign minister Hakan Fidan. Ukrainian president Volodymyr "
+        "Zelenskyy said the agreement covered 42 towns and the Zaporizhzhia nuclear plant. Previous "
+        "attempts at a local truce collapsed within days in 2022 and 2023, and both sides accused "
+        "each other of shelling the plant's perimeter in the spring, the agency reported.")
+HEADLINES = ["Russia and Ukraine agree ceasefire near Zaporizhzhia", "Truce deal reached in Istanbul talks",
+             "Ceasefire to start at midnight, officials say", "Kyiv and Moscow agree front-line truce",
+             "Turkey brokers ceasefire between Russia and Ukraine", "Zaporizhzhia truce: what we know",
+             "OSCE to monitor new ceasefire", "Ceasefire covers 42 towns, Zelenskyy says",
+             "Front-line truce agreed after Istanbul talks", "Ukraine ceasefire deal: key points"]
+FOLLOW_UP = ("Russia and Ukraine will hold a prisoner exchange of 300 soldiers within a week of the "
+             "ceasefire near Zaporizhzhia agreed in Istanbul on Tuesday, Turkish foreign minister Hakan "
+             "Fidan said. The truce along the front line covers 42 towns and the Zaporizhzhia nuclear "
+             "plant, and OSCE observers will monitor it from midnight, Volodymyr Zelenskyy said.")
+UNRELATED = [
+    ("Sudan's army and RSF sign ceasefire in Jeddah",
+     "Sudan's army and the paramilitary Rapid Support Forces signed a seven-day ceasefire in Jeddah on "
+     "Saturday, Saudi and US mediators said, to let aid convoys reach Khartoum and Darfur. Previous "
+     "truces in Sudan's capital were broken within hours by artillery fire and air strikes."),
+    ("Armenia and Azerbaijan agree border ceasefire",
+     "Armenia and Azerbaijan agreed a ceasefire on their mountain border on Wednesday after clashes near "
+     "Jermuk killed 49 soldiers, Armenian prime minister Nikol Pashinyan told parliament in Yerevan, "
+     "crediting mediation by Moscow. Baku said the truce held overnight in the Lachin corridor."),
+]
+T0 = datetime(2024, 3, 5, 9, 0, tzinfo=UTC)
+
+
+def item(url: str, title: str, text: str, when: datetime) -> dict[str, str]:
+    return {"title": title, "link": url, "guid": url, "description": text, "pubDate": format_datetime(when)}
+
+
+def with_stories(pipeline: Pipeline) -> Pipeline:
+    """The shipped default (``delivery.per_story: true``; the test base config turns it off)."""
+    assert pipeline.config.delivery.per_story
+    assert isinstance(pipeline.stories, LazyStoryKeeper)
+    return pipeline
+
+
+def match_alerts(config: Config) -> list[tuple[str, str]]:
+    db = sqlite3.connect(config.database_path())
+    try:
+        return db.execute("SELECT channel, alert_key FROM alerts WHERE kind = 'match' ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def test_a_wire_story_on_five_outlets_alerts_once_per_channel_then_one_follow_up(tmp_path: Path) -> None:
+    sites = [Site().start() for _ in range(5)]
+    try:
+        feeds = []
+        for number, site in enumerate(sites):
+            items = [item(site.url(f"/story/{number}-{k}"), HEADLINES[number * 2 + k], WIRE,
+                          T0 + timedelta(minutes=10 * (number * 2 + k))) for k in (0, 1)]
+            if number == 4:  # two unrelated ceasefire stories on the same feed
+                items += [item(site.url(f"/other/{k}"), title, text, T0 + timedelta(minutes=5 + k))
+                          for k, (title, text) in enumerate(UNRELATED)]
+            site.routes["/feed.xml"] = (200, {"Content-Type": "application/rss+xml"},
+                                        rss(items, title=f"Outlet {number}"))
+            feeds.append(site.url("/feed.xml"))
+        rules = write_rules(tmp_path, RULES)
+        config = ConfigFactory(tmp_path).load(database="test.db", feeds=feeds, channels=CHANNELS,
+                                              rules=[str(rules)], fetch={"fetch_articles": False},
+                                              delivery={"per_story": True})
+        pipeline = with_stories(build(config, real_matching=True))
+        report = run(pipeline, pipeline.run_cycle())
+        assert all(o.ok for o in report.outcomes), [o.error for o in report.outcomes]
+
+        store = open_storage(config.database_path())
+        stories = StoryRepository(store.connection).list_stories()
+        wire = [s for s in stories if s.size == 10]
+        assert len(wire) == 1 and wire[0].outlets == 5 and wire[0].topics == ("ceasefire",)
+        assert sorted(s.size for s in stories) == [1, 1, 10]
+        alerts = match_alerts(config)
+        # The wire story once per channel, each unrelated story once per channel.
+        assert len(alerts) == 3 * 2, alerts
+        assert sorted(ch for ch, key in alerts if key.startswith(f"story-{wire[0].story_id}-")) == \
+            ["desk", "mail"]
+
+        # A later article of the story with a new topic: one follow-up per channel; then another
+        # article of it with nothing new: nothing.
+        later = [item(sites[0].url("/story/late"), "Prisoner exchange to follow Zaporizhzhia ceasefire",
+                      FOLLOW_UP, T0 + timedelta(hours=3)),
+                 item(sites[0].url("/story/late2"), "Ceasefire holds along front line", WIRE,
+                      T0 + timedelta(hours=4))]
+        site = sites[0]
+        site.routes["/feed.xml"] = (200, {"Content-Type": "application/rss+xml"}, rss(later))
+        pipeline = with_stories(build(config, real_matching=True))
+        run(pipeline, pipeline.run_cycle())
+        new = match_alerts(config)[len(alerts):]
+        assert sorted(new) == [("desk", f"story-{wire[0].story_id}-desk-1-prisoners"),
+                               ("mail", f"story-{wire[0].story_id}-mail-1-prisoners")]
+        store.close()
+    finally:
+        for site in sites:
+            site.stop()
