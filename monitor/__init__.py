@@ -54,7 +54,7 @@ if TYPE_CHECKING:
         TopicMatch,
     )
     from monitor.rules.classifier import Classifier
-    from monitor.runtime.daemon import run_once
+    from monitor.runtime.assembly import run_once
     from monitor.storage import Storage, open_storage
 
 __version__ = "0.1.0"

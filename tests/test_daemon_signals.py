@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from monitor.config import load_config
-from monitor.runtime.daemon import Daemon, job_interval
+from monitor.runtime.assembly import job_interval
+from monitor.runtime.daemon import Daemon
 from monitor.runtime.systemd import Notifier
 from tests.helpers.hostile import HostileServer
 from tests.helpers.servers import Site, rss

@@ -36,8 +36,9 @@ from monitor.delivery.deliverer import ChannelError, Deliverer
 from monitor.ingest.netguard import EgressPolicy
 from monitor.logs import setup_logging
 from monitor.records import parse_iso
+from monitor.runtime.assembly import Runtime
 from monitor.runtime.cycles import PollOutcome
-from monitor.runtime.daemon import Daemon, Runtime
+from monitor.runtime.daemon import Daemon
 from monitor.runtime.retention import maintain
 from monitor.runtime.systemd import Notifier
 from monitor.storage import open_storage

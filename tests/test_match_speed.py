@@ -20,7 +20,8 @@ from spacy.matcher import Matcher
 from spacy.tokens import Doc
 
 from monitor.analysis.analyser import Analyser, normalise_text
-from monitor.rules.classifier import _WILD_CHARS, _WILD_MARK, Classifier
+from monitor.rules.classifier import Classifier
+from monitor.rules.matching import _WILD_CHARS, _WILD_MARK
 from monitor.rules.ruleset import load_rules
 from tests.helpers.rules import article
 

@@ -191,7 +191,7 @@ def test_the_daemon_watchdog_allowance_follows_the_feed_jobs_tick() -> None:
     """Feed jobs tick at each feed's floor; a floor above the feeds' nominal interval
     (here 2 h against the 10 min default) must not starve the watchdog between ticks."""
     from monitor.config import Config
-    from monitor.runtime.daemon import idle_limit
+    from monitor.runtime.assembly import idle_limit
 
     config = Config(feeds=(FeedConfig(url="http://a.test/f", min_interval="2h"),))
     assert tick_interval(config.feeds[0], config.fetch) == 7200

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import click
 
 from monitor.cli import alerts as cli_alerts
+from monitor.cli import feedback as cli_feedback
 from monitor.cli import feeds as cli_feeds
 from monitor.cli import ops as cli_ops
 from monitor.cli import rules as cli_rules
@@ -138,7 +139,7 @@ def once(state: State, workers: int | None, as_json: bool) -> None:
     failed (or the database is unusable), 2 config error.
     """
     from monitor.delivery.deliverer import ChannelError
-    from monitor.runtime.daemon import run_once
+    from monitor.runtime.assembly import run_once
     from monitor.storage import StoreError
 
     config = state.config()
@@ -265,6 +266,7 @@ for _module in (cli_rules, cli_ops, cli_alerts, cli_feeds):
 cli_search.register(cli)  # newsmon search
 cli_web.register(cli)  # newsmon web, newsmon backtest
 cli_stories.register(cli)  # newsmon stories, newsmon cluster
+cli_feedback.register(cli)  # newsmon feedback, newsmon labels
 
 
 def main() -> None:
