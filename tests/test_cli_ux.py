@@ -37,7 +37,7 @@ COMMANDS = [
     ("feeds", "export"), ("feeds", "discover"), ("alerts",), ("alerts", "retry"),
     ("alerts", "test"), ("db",), ("db", "backup"), ("db", "maintain"), ("test-rule",),
     ("classify",), ("eval",), ("train",), ("backtest",), ("search",), ("web",), ("stories",),
-    ("stories", "show"), ("cluster",),
+    ("stories", "show"), ("cluster",), ("feedback",), ("labels",), ("labels", "export"),
 ]
 
 
@@ -136,6 +136,7 @@ ARGS = {  # what each command needs besides --config to get as far as loading it
     ("classify",): ["-i", "IN", "-o", "out.jsonl"], ("eval",): ["-i", "IN"],
     ("train",): ["-i", "IN"], ("backtest",): ["--rules", "config/rules"],
     ("search",): ["truce"], ("stories", "show"): ["1"], ("cluster",): ["-i", "IN", "-o", "out.jsonl"],
+    ("feedback",): ["1", "relevant"],
 }
 
 
