@@ -28,6 +28,7 @@ from monitor.cli.common import (
     config_option,
     fail,
     is_terminal,
+    open_database,
     pass_state,
     print_table,
     print_tsv,
@@ -39,20 +40,7 @@ COLUMNS = ("id", "alert_key", "channel", "topic", "severity", "status", "held", 
 STATUSES = ("pending", "sent", "dead")
 
 if TYPE_CHECKING:
-    from monitor.storage import Storage
-
-
-def _storage(state: State) -> Storage:
-    """The configured database; exit 1 naming it when it is missing or unusable."""
-    from monitor.storage import StoreError, open_storage
-
-    path = state.config().database_path()
-    if not path.exists():
-        fail(f"no database at {path} (has newsmon run yet?)", EXIT_FAILED)
-    try:
-        return open_storage(path)
-    except StoreError as exc:
-        fail(str(exc), EXIT_FAILED)
+    pass
 
 
 def _plain(row: AlertListRow) -> dict[str, Any]:
@@ -93,7 +81,7 @@ def alerts(ctx: click.Context, limit: int, status: str | None, channel: str | No
 
     state = ctx.find_object(State)
     assert state is not None
-    storage = _storage(state)
+    storage = open_database(state)
     try:
         rows = [_plain(r) for r in storage.views.alert_list(limit=limit, status=status,
                                                             channel=channel)]
@@ -146,7 +134,7 @@ def retry(state: State, ref: str | None, dead: bool) -> None:
 
     if bool(ref) == dead:
         raise click.UsageError("give an alert id (or key), or --dead")
-    storage = _storage(state)
+    storage = open_database(state)
     try:
         count = storage.outbox.retry_dead() if dead else storage.outbox.requeue(ref or "")
     except StoreError as exc:

@@ -26,6 +26,8 @@ from monitor.yamlfile import ConfigErrors
 if TYPE_CHECKING:
     from rich.console import JustifyMethod
 
+    from monitor.storage import Storage
+
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 CONFIG_HELP = (
@@ -215,3 +217,17 @@ class Progress:
             self._bar.console.print(message, markup=False, highlight=False)
         else:
             click.echo(message, err=True)
+
+
+def open_database(state: State, *, readonly: bool = False) -> Storage:
+    """The configured database (read-only if asked); exit 1 naming it when it is
+    missing or unusable. Commands never create a database: ``newsmon run`` does."""
+    from monitor.storage import StoreError, open_readonly, open_storage
+
+    path = state.config().database_path()
+    if not path.exists():
+        fail(f"no database at {path} (has newsmon run yet?)", EXIT_FAILED)
+    try:
+        return open_readonly(path) if readonly else open_storage(path)
+    except StoreError as exc:
+        fail(str(exc), EXIT_FAILED)

@@ -28,12 +28,12 @@ from monitor.cli.common import (
     State,
     config_option,
     fail,
+    open_database,
     pass_state,
 )
 from monitor.yamlfile import ConfigErrors
 
 if TYPE_CHECKING:
-    from monitor.storage import Storage
     from monitor.storage.feedback import FeedbackRepository, JudgedArticle
 
 # What the analyst types → what is stored (the web's verdict names).
@@ -61,21 +61,13 @@ def _pack_topics(state: State) -> list[str]:
 @contextmanager
 def _feedback_store(state: State) -> Iterator[FeedbackRepository]:
     """The configured database's feedback; exit 1 naming it when missing or unusable."""
-    from monitor.storage import StoreError, open_storage
     from monitor.storage.feedback import FeedbackRepository
 
-    path = state.config().database_path()
-    if not path.exists():
-        fail(f"no database at {path} (has newsmon run yet?)", EXIT_FAILED)
-    store: Storage | None = None
+    store = open_database(state)
     try:
-        store = open_storage(path)
         yield FeedbackRepository(store.connection)
-    except StoreError as exc:
-        fail(str(exc), EXIT_FAILED)
     finally:
-        if store is not None:
-            store.close()
+        store.close()
 
 
 @click.command()

@@ -16,19 +16,16 @@ from pathlib import Path
 
 import click
 
-from monitor.cli.common import EXIT_FAILED, EXIT_OK, State, config_option, fail, pass_state
-from monitor.storage import Storage, StoreError, open_readonly, open_storage
-
-
-def _open_readonly(state: State) -> Storage:
-    """The configured database, read-only; exit 1 with a clear message if unusable."""
-    path = state.config().database_path()
-    if not path.exists():
-        fail(f"no database at {path} (has newsmon run yet?)", EXIT_FAILED)
-    try:
-        return open_readonly(path)
-    except StoreError as exc:
-        fail(str(exc), EXIT_FAILED)
+from monitor.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    State,
+    config_option,
+    fail,
+    open_database,
+    pass_state,
+)
+from monitor.storage import StoreError, open_readonly, open_storage
 
 
 @click.command()
@@ -57,7 +54,7 @@ def status(state: State, as_json: bool) -> None:
     from monitor.runtime.status import evaluate, render_text
 
     config = state.config()
-    storage = _open_readonly(state)
+    storage = open_database(state, readonly=True)
     try:
         figures = storage.views.status_figures()
         # Channel health needs the claims schema (v4); an older daemon's file has none.
@@ -110,7 +107,7 @@ def backup(state: State, dest: Path, force: bool) -> None:
     """
     if dest.exists() and not force:
         fail(f"{dest} exists (use --force to replace it)", EXIT_FAILED)
-    storage = _open_readonly(state)
+    storage = open_database(state, readonly=True)
     partial = dest.with_name(f".{dest.name}.partial")
     # The copy inherits WAL mode: opening it makes -wal/-shm files beside it, which
     # os.replace would leave behind. It is switched to a plain journal first.

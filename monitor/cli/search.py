@@ -23,6 +23,7 @@ from monitor.cli.common import (
     config_option,
     fail,
     is_terminal,
+    open_database,
     pass_state,
     print_table,
     print_tsv,
@@ -31,7 +32,7 @@ from monitor.config import parse_duration
 from monitor.records import iso, utcnow
 
 if TYPE_CHECKING:
-    from monitor.storage import Storage
+    pass
 
 COLUMNS = ("id", "first_seen", "topics", "title", "url", "snippet")
 
@@ -39,19 +40,6 @@ COLUMNS = ("id", "first_seen", "topics", "title", "url", "snippet")
 def register(cli: click.Group) -> None:
     """Add ``newsmon search`` to the main group."""
     cli.add_command(search)
-
-
-def readonly_storage(state: State) -> Storage:
-    """The configured database opened read-only; exit 1 naming it when missing or unusable."""
-    from monitor.storage import StoreError, open_readonly
-
-    path = state.config().database_path()
-    if not path.exists():
-        fail(f"no database at {path} (has newsmon run yet?)", EXIT_FAILED)
-    try:
-        return open_readonly(path)
-    except StoreError as exc:
-        fail(str(exc), EXIT_FAILED)
 
 
 def since_option(default: str | None) -> Any:
@@ -99,7 +87,7 @@ def search(state: State, query: str, topic: str | None, feed: str | None, since:
     from monitor.storage import StoreError
     from monitor.storage.search import SearchFilters, SearchRepository, strip_marks
 
-    store = readonly_storage(state)
+    store = open_database(state, readonly=True)
     filters = SearchFilters(topic=topic, feed=feed, matched_only=matched_only,
                             since=utcnow() - since if since else None)
     try:

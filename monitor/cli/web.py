@@ -28,9 +28,10 @@ from monitor.cli.common import (
     cell,
     config_option,
     fail,
+    open_database,
     pass_state,
 )
-from monitor.cli.search import readonly_storage, since_option
+from monitor.cli.search import since_option
 from monitor.records import iso, utcnow
 from monitor.yamlfile import ConfigErrors
 
@@ -172,7 +173,7 @@ def backtest(state: State, rules_path: tuple[Path, ...], since: timedelta | None
         for error in exc.errors:
             click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_CONFIG)
-    store = readonly_storage(state)
+    store = open_database(state, readonly=True)
     cutoff = utcnow() - since if since else None
     judged: list[tuple[dict[str, Any], set[str], set[str]]] = []
     pruned = 0
