@@ -192,12 +192,7 @@ class WorkerPool:
             return
         worker.retired = True
         self._unwatch(worker)
-        with contextlib.suppress(Exception):
-            if worker.process.is_alive():
-                worker.process.kill()
-            worker.process.join(timeout=2)
-        with contextlib.suppress(Exception):
-            worker.conn.close()
+        _kill(worker)
         if worker in self._workers:
             self._workers.remove(worker)
         if replace and not self._closed:
@@ -336,12 +331,7 @@ class WorkerPool:
                 self._unwatch(worker)
             if not worker.busy:
                 worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            with contextlib.suppress(Exception):
-                if worker.process.is_alive():
-                    worker.process.kill()
-                worker.process.join(timeout=2)
-            with contextlib.suppress(Exception):
-                worker.conn.close()
+            _kill(worker)
         self._workers.clear()
 
 
@@ -366,3 +356,13 @@ class FailureStreak:
         self.last_reason = reason
         if self.since is None:
             self.since = self.clock()
+
+
+def _kill(worker: _Worker) -> None:
+    """Kill a worker process if it still runs, reap it, and close its pipe (never raises)."""
+    with contextlib.suppress(Exception):
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join(timeout=2)
+    with contextlib.suppress(Exception):
+        worker.conn.close()
