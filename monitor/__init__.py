@@ -96,7 +96,7 @@ _LAZY: dict[str, str] = {
     "Storage": "monitor.storage",
     "open_storage": "monitor.storage",
     "Classifier": "monitor.rules.classifier",
-    "run_once": "monitor.runtime.daemon",
+    "run_once": "monitor.runtime.assembly",
     **dict.fromkeys(
         ("Article", "EvidenceSentence", "FeedItem", "FetchResult", "ParsedFeed", "PendingAlert",
          "ProcessedArticle", "TopicMatch"),

@@ -189,3 +189,4 @@ class PendingAlert:
     attempts: int = 0
     kind: str = "match"  # "match", or "notice" for daemon-health messages
     body: str = ""  # a notice's text (matches are formatted from their fields)
+    language: str | None = None  # the article's language tag (None: unknown, or a notice)

@@ -137,3 +137,39 @@ def test_digest_groups_by_topic_and_splits_whole_entries() -> None:
             assert f"https://news.test/{alert.id}>" in message.body
             assert alert.alert_key.replace("-", "-") in message.body
     assert parts[0][0].title.startswith(f"[newsmon] {len(parts[0][1])} alerts (part 1 of")
+
+
+RUSSIAN_SENTENCE = "Песков заявил, что Москва готова к мирным переговорам."
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown", "slack", "html"])
+def test_a_russian_alert_quotes_its_evidence_as_written_and_names_the_language(fmt: str) -> None:
+    alert = make_alert(
+        title="Кремль допустил новый раунд переговоров", source="ЛІГА.Новости", language="ru",
+        evidence=(EvidenceSentence("body", RUSSIAN_SENTENCE,
+                                   RUSSIAN_SENTENCE.replace("переговорам", "**переговорам**"),
+                                   ("переговоры",)),))
+    message = Renderer(fmt, body_limit=4000, title_limit=250).alert(alert)  # type: ignore[arg-type]
+    assert message.title == "[ceasefire] Кремль допустил новый раунд переговоров"
+    source_line = next(line for line in message.body.splitlines() if "Source:" in line)
+    assert "ЛІГА.Новости" in source_line and "Russian (ru)" in source_line, message.body
+    marked = "<mark>переговорам</mark>" if fmt == "html" else "**переговорам**"
+    # markdown backslash-escapes punctuation (shown as is); the words are not touched
+    assert f"Песков заявил, что Москва готова к мирным {marked}." in message.body.replace("\\", "")
+
+
+@pytest.mark.parametrize(("tag", "shown"), [("uk", "Ukrainian (uk)"), ("ru-RU", "Russian (ru)"),
+                                            ("de", "de")])
+def test_the_source_line_names_any_language_but_english(tag: str, shown: str) -> None:
+    text = Renderer("text", body_limit=4000, title_limit=250)
+    assert f"Source: Test feed · {shown}\n" in text.alert(make_alert(language=tag)).body
+    for english in ("en", "en-GB", None, "und"):
+        assert "Source: Test feed\n" in text.alert(make_alert(language=english)).body
+
+
+def test_a_digest_entry_names_the_language() -> None:
+    alerts = [make_alert(id=1, language="uk"), make_alert(id=2, alert_key="a2", language="en")]
+    (message, _), = Renderer("markdown", body_limit=4000, title_limit=250).digest(alerts, reason="Digest")
+    ukrainian, english = [line for line in message.body.splitlines() if line.startswith("- ")]
+    assert "· Test feed · Ukrainian (uk) ·" in ukrainian
+    assert "Ukrainian" not in english and "(en)" not in english

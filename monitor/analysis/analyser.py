@@ -280,6 +280,27 @@ class Analyser:
         # Where the lemmas came from, as built (a missing dictionary falls back to a stemmer).
         self.lemma_source: str = getattr(lemma, "source", support.lemma_source)
         self.has_entities = "ner" in self.nlp.pipe_names
+        self._primed: set[str] = set()  # chunks the tokenizer has cached (see _prime_tokenizer)
+
+    def _prime_tokenizer(self, texts: list[str]) -> None:
+        """Tokenize each chunk (whitespace-separated) not seen before on its own once.
+
+        spaCy's tokenizer caches a chunk's tokens, but within one text it stops caching
+        after the first special case (an exception such as "г." or "т.е."): the flag
+        is not reset per chunk. Russian and Ukrainian texts hit one early, so most of
+        their words were split by the affix rules on every article (half the analysis
+        time). A chunk tokenized alone is cached unless it is itself special; the
+        tokens are the same (special cases are still looked up first). Stops when the
+        tokenizer's cache is full, as it would.
+        """
+        tokenizer, primed = self.nlp.tokenizer, self._primed
+        limit = getattr(tokenizer, "max_cache_size", 0)
+        if len(primed) >= limit:
+            return
+        for text in texts:
+            for chunk in set(text.split()) - primed:
+                tokenizer(chunk)
+                primed.add(chunk)
 
     def _trained(self, model: str) -> Language | None:
         try:
@@ -317,6 +338,7 @@ class Analyser:
         if summary and body and _summary_repeats_body(summary, body):
             parts = [("title", title), ("body", body)]
         parts = [(n, normalise_text(t[:MAX_FIELD_CHARS])) for n, t in parts if t and t.strip()]
+        self._prime_tokenizer([t for _, t in parts])
         docs = self.nlp.pipe([t for _, t in parts])
         fields: list[FieldText] = []
         for (name, text), doc in zip(parts, docs, strict=True):

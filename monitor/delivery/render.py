@@ -34,6 +34,7 @@ from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
+from monitor.analysis.languages import SUPPORTED, primary_language
 from monitor.errors import TemplateProblem as TemplateProblem
 from monitor.models import EvidenceSentence, PendingAlert
 
@@ -192,6 +193,20 @@ def _when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else ""
 
 
+_LANGUAGE_NAMES = {support.code: support.name for support in SUPPORTED}
+
+
+def language_label(tag: str | None) -> str:
+    """How a message names an article's language: "" for English or unknown (the
+    default reader's language), else "Russian (ru)", or the tag itself when newsmon
+    has no name for it. The tag came from the feed or page: cleaned and kept short."""
+    code = primary_language(clean(tag, one_line=True))
+    if code is None or code == "en":
+        return ""
+    name = _LANGUAGE_NAMES.get(code)
+    return f"{name} ({code})" if name else code
+
+
 def alert_context(alert: PendingAlert, *, terms: int = 10) -> dict[str, Any]:
     """The values a template sees as ``alert`` (all cleaned, none escaped yet)."""
     return {
@@ -203,6 +218,7 @@ def alert_context(alert: PendingAlert, *, terms: int = 10) -> dict[str, Any]:
         "threshold": f"{alert.threshold:.1f}",
         "terms": [clean(t, one_line=True) for t in alert.terms[:terms]],
         "body": clean(alert.body),
+        "language": language_label(alert.language),
     }
 
 

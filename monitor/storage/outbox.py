@@ -28,6 +28,9 @@ from monitor.storage.db import Connection, errors, iso, iso_up, last_id, parse_i
 
 NOTICE_TOPIC = "_newsmon"  # the topic of daemon-health notices in the outbox
 _CLEAR_CLAIM = "claimed_by = NULL, claimed_until = NULL, sending_since = NULL"
+# A due row with its article's language (the message names it); notices have no article.
+_SELECT_DUE = ("SELECT alerts.*, (SELECT language FROM articles WHERE articles.id = alerts.article_id)"
+               " AS article_language FROM alerts")
 
 
 class _LostClaim(StorageError):
@@ -59,6 +62,7 @@ def pending_alert(row: dict[str, Any]) -> PendingAlert:
         terms=tuple(json.loads(row["terms"] or "[]")),
         created_at=parse_iso(row["created_at"]) or utcnow(), attempts=row["attempts"] or 0,
         kind=row["kind"] or "match", body=row["body"] or "",
+        language=row.get("article_language"),
     )
 
 
@@ -112,7 +116,7 @@ class OutboxRepository:
         """One channel's due pending alerts, oldest first, each with why it waited."""
         with errors("reading the outbox"):
             rows = list(self._db.query(
-                "SELECT * FROM alerts WHERE status = 'pending' AND channel = ? AND"
+                f"{_SELECT_DUE} WHERE status = 'pending' AND channel = ? AND"
                 " (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?",
                 (channel, iso(now or utcnow()), limit)))
         return [(pending_alert(r), r.get("held")) for r in rows]
@@ -137,7 +141,7 @@ class OutboxRepository:
             if any(not owner_gone(holder) for holder in holders):
                 return None
             rows = list(self._db.query(
-                "SELECT * FROM alerts WHERE status = 'pending' AND channel = ? AND"
+                f"{_SELECT_DUE} WHERE status = 'pending' AND channel = ? AND"
                 " (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?",
                 (channel, moment, limit)))
             self._db.conn.executemany(
