@@ -217,3 +217,83 @@ def test_links_and_highlights_escape() -> None:
     html = str(highlighted_text("<b>Peace</b> talks <i>now</i>", terms=["talks"],
                                 sentences=["<b>Peace</b> talks"]))
     assert "<b>" not in html and "&lt;b&gt;" in html and "<mark>talks</mark>" in html
+
+
+# --- stories -------------------------------------------------------------------------------
+
+STORY_ID = "9001"
+
+
+@pytest.fixture(scope="module")
+def story(filled: Config) -> dict[str, int]:
+    """One story of two stored articles (the grain one a near-duplicate), through StoryRepository;
+    the ceasefire article's alerts are marked as the story's."""
+    from datetime import timedelta
+
+    from monitor.records import StoryArticleRecord, StoryRecord, utcnow
+    from monitor.storage import open_storage
+    from monitor.storage.stories import StoryRepository
+
+    ids = {"ceasefire": article_id(filled, "agree ceasefire"), "grain": article_id(filled, "grain corridor")}
+    db = sqlite3.connect(filled.database_path())
+    keys = {name: str(db.execute("SELECT dedup_key FROM articles WHERE id = ?", (aid,)).fetchone()[0])
+            for name, aid in ids.items()}
+    db.close()
+    now = utcnow()
+    storage = open_storage(filled.database_path())
+    try:
+        repo = StoryRepository(storage.connection)
+        record = StoryRecord(story_id=STORY_ID, label="Ceasefire <b>agreed</b> in Istanbul",
+                             label_article_id=keys["ceasefire"], first_seen=now - timedelta(hours=2),
+                             last_seen=now, member_ids=(keys["ceasefire"], keys["grain"]),
+                             outlets=("loopback-news",), centroid={"ceasefire": 1.0}, centroid_norm=1.0)
+        repo.save_story(record)
+        for name, when, dup in (("ceasefire", now - timedelta(hours=2), None),
+                                ("grain", now, keys["ceasefire"])):
+            repo.add_article(StoryArticleRecord(
+                article_id=keys[name], story_id=STORY_ID, event_time=when, headline=f"{name} headline",
+                source="loopback-news", vector={"ceasefire": 1.0}, exact="x", sample=b"", words=10,
+                wire_credit=False, near_dup_of=dup, similarity=0.93 if dup else 1.0), ["ceasefire"])
+        storage.connection.db.execute("UPDATE alerts SET story_id = ? WHERE article_id = ?",
+                                      (STORY_ID, ids["ceasefire"]))
+        storage.connection.db.conn.commit()
+    finally:
+        storage.close()
+    return ids
+
+
+def test_the_stories_page_lists_a_story(server: WebServer, story: dict[str, int]) -> None:
+    status, _, body = get(server.url + "/stories")
+    assert status == 200, body[:500]
+    assert f'href="/story/{STORY_ID}"' in body
+    assert "Ceasefire &lt;b&gt;agreed&lt;/b&gt; in Istanbul" in body and live_markup(body) == []
+    _, _, topical = get(server.url + "/stories?topic=ceasefire&since=7d")
+    assert f'href="/story/{STORY_ID}"' in topical
+    _, _, other = get(server.url + "/stories?topic=no-such-topic")
+    assert f'href="/story/{STORY_ID}"' not in other and "No stories" in other
+    status, _, bad = get(server.url + "/stories?since=soon")
+    assert status == 200 and "since:" in bad
+
+
+def test_the_story_page_shows_its_articles_and_alerts(server: WebServer, filled: Config,
+                                                      story: dict[str, int]) -> None:
+    status, headers, body = get(server.url + f"/story/{STORY_ID}")
+    assert status == 200, body[:500]
+    assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY and live_markup(body) == []
+    assert "Ceasefire &lt;b&gt;agreed&lt;/b&gt; in Istanbul" in body
+    assert "ceasefire headline" in body and "grain headline" in body
+    for aid in story.values():
+        assert f'href="/article/{aid}"' in body
+    assert "near-duplicate of" in body
+    db = sqlite3.connect(filled.database_path())
+    channels = [r[0] for r in db.execute("SELECT channel FROM alerts WHERE story_id = ?", (STORY_ID,))]
+    db.close()
+    for name in channels:
+        assert f"<td>{name}</td>" in body
+    for channel in filled.channels:
+        assert channel.url not in body
+
+
+def test_an_unknown_story_is_not_found(server: WebServer, story: dict[str, int]) -> None:
+    status, _, body = get(server.url + "/story/no-such-story")
+    assert status == 404 and "story no-such-story" in body

@@ -4,7 +4,7 @@ web view) share. They read, never write, and return typed rows for printing."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +15,7 @@ from monitor.storage.db import Connection, errors, iso, parse_iso
 from monitor.storage.feeds import feed_record
 from monitor.storage.operations import OperationsRepository
 from monitor.storage.outbox import OutboxRepository
+from monitor.storage.stories import STORY_ALERT_PREFIX
 
 
 def _health(enabled: bool, record: FeedRecord) -> str:
@@ -343,3 +344,43 @@ def matched_topics(connection: Connection, article_ids: Sequence[int]) -> dict[i
                     f"SELECT article_id, topic FROM matches WHERE article_id IN ({marks})", chunk):
                 out[int(article_id)].add(topic)
     return out
+
+
+# --- story pages: which stored article each member is, and the alerts a story produced ---
+@dataclass(frozen=True, slots=True)
+class StoryAlertRow:
+    """One alert of a story: where it went (channel name), for which topic and article."""
+
+    id: int
+    article_id: int | None
+    channel: str
+    topic: str | None
+    status: str
+    created_at: datetime | None
+    sent_at: datetime | None
+
+
+def story_article_ids(connection: Connection, keys: Iterable[str]) -> dict[str, int]:
+    """Article key (``dedup_key``) → stored article id, for the keys that are stored."""
+    wanted = list(set(keys))
+    out: dict[str, int] = {}
+    with errors("reading story articles"):
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            out.update((str(k), int(i)) for k, i in connection.db.execute(
+                f"SELECT dedup_key, MIN(id) FROM articles WHERE dedup_key IN ({','.join('?' * len(chunk))})"
+                " GROUP BY dedup_key", chunk))
+    return out
+
+
+def story_alerts(connection: Connection, story_id: str) -> list[StoryAlertRow]:
+    """The outbox rows of a story (``alerts.story_id``, or the ``story-<id>-…`` key), oldest first."""
+    prefix = f"{STORY_ALERT_PREFIX}{story_id}-"
+    with errors(f"reading story {story_id}'s alerts"):
+        rows = connection.db.execute(
+            "SELECT id, article_id, channel, topic, status, created_at, sent_at FROM alerts"
+            " WHERE story_id = ? OR (alert_key >= ? AND alert_key < ?) ORDER BY id",
+            (story_id, prefix, prefix[:-1] + chr(ord("-") + 1))).fetchall()
+    return [StoryAlertRow(id=int(r[0]), article_id=None if r[1] is None else int(r[1]),
+                          channel=str(r[2]), topic=r[3], status=str(r[4]),
+                          created_at=parse_iso(r[5]), sent_at=parse_iso(r[6])) for r in rows]

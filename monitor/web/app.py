@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from monitor.config import Config, secret_values
+from monitor.config import Config, parse_duration, secret_values
 from monitor.logs import RedactingFilter
 from monitor.models import Article
 from monitor.records import utcnow
@@ -23,6 +23,7 @@ from monitor.storage import Storage, StoreError, open_readonly, open_storage
 from monitor.storage import read_models as views
 from monitor.storage.feedback import VERDICTS, FeedbackRepository
 from monitor.storage.search import SearchFilters, SearchRepository
+from monitor.storage.stories import StoryRepository
 from monitor.web import render
 from monitor.web.security import (
     CSRF_FIELD,
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8780
 PER_PAGE = 20
+STORIES_SINCE = "24h"  # the stories page's default window (``newsmon stories --since``)
 _STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml",
                  ".png": "image/png"}
 _HEALTHY = {"ok", "new", "disabled", "recovered"}
@@ -269,10 +271,52 @@ async def post_feedback(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/article/{article_id}?feedback=saved#feedback")
 
 
+def _page_number(q: Any) -> int:
+    try:
+        return max(1, int(q.get("page", "1")))
+    except ValueError:
+        return 1
+
+
 async def stories(request: web.Request) -> web.Response:
-    # The seam for story pages: shown once the stories tables exist (storage/stories.py).
     ws = _ws(request)
-    return ws.page(request, "stories.html", title="Stories", available=ws.stories_available())
+    if not ws.stories_available():
+        return ws.page(request, "stories.html", title="Stories", available=False)
+    q = request.query
+    since_text = q.get("since", STORIES_SINCE).strip()
+    error, cutoff = None, None
+    if since_text:
+        try:
+            cutoff = utcnow() - timedelta(seconds=parse_duration(since_text))
+        except ValueError as exc:
+            error = f"since: {exc}"
+    topic = q.get("topic") or None
+    page_no = _page_number(q)
+    repo = StoryRepository(ws.reader.connection)
+    rows = repo.list_stories(since=cutoff, topic=topic, limit=page_no * PER_PAGE + 1)
+    shown = rows[(page_no - 1) * PER_PAGE:page_no * PER_PAGE]
+    args = {k: v for k, v in q.items() if k != "page"}
+    return ws.page(request, "stories.html", title="Stories", available=True, rows=shown,
+                   page_no=page_no, more=len(rows) > page_no * PER_PAGE, since=since_text,
+                   topic_filter=topic or "", topics=sorted(ws.topic_names), error=error, args=args)
+
+
+async def story(request: web.Request) -> web.Response:
+    ws = _ws(request)
+    story_id = request.match_info["id"]
+    if not ws.stories_available():
+        raise web.HTTPNotFound()
+    repo = StoryRepository(ws.reader.connection)
+    found = repo.story(story_id)
+    if found is None:
+        return ws.page(request, "missing.html", status=404, title="Not found",
+                       what=f"story {story_id}")
+    members = repo.story_members(story_id)
+    topics = sorted({t for m in members for t in m.topics})
+    return ws.page(request, "story.html", title=found.label or f"Story {story_id}", s=found,
+                   members=members, topics=topics,
+                   ids=views.story_article_ids(ws.reader.connection, [m.article_key for m in members]),
+                   alerts=views.story_alerts(ws.reader.connection, story_id))
 
 
 async def static(request: web.Request) -> web.Response:
@@ -323,6 +367,7 @@ def create_app(config: Config, *, credentials: Credentials | None = None) -> web
     app.router.add_post("/playground", playground)
     app.router.add_post("/feedback", post_feedback)
     app.router.add_get("/stories", stories)
+    app.router.add_get("/story/{id}", story)
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/healthz", healthz)
     return app
