@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers.configs import ConfigFactory
 from tests.helpers.hostile import HostileServer
+from tests.helpers.postgres import postgres_server  # noqa: F401  (a session fixture)
 from tests.helpers.servers import Mailbox, Site
 
 
