@@ -16,6 +16,12 @@ memory, every change written through); at each size the probes are timed three
 ways: the window in memory (assign, then the write of its rows), every read a
 query (``StoredStoryIndex``), and the start-up rebuild of the window.
 
+``--keeper``: the daemon's whole story step per new article (``StoryKeeper``: assign, write
+through, then the context: the story's alerts and the burst rates of the story and a topic).
+The history outside the window is written straight into the tables (three articles a story,
+each with its article, match and the story's alert); the window (two windows' worth) is
+assigned through the keeper; then 300 probes are timed.
+
 Also compares fingerprints: the consistent shingle sample used here, a numpy
 MinHash (128 permutations), and ``datasketch.MinHash`` when it is installed.
 """
@@ -32,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.storage.stories import _ARTICLE_COLUMNS, _STORY_COLUMNS
 from monitor.stories.clustering import InMemoryStoryIndex, InMemoryTermStatistics, StoryAssigner
 from monitor.stories.features import ArticleFeatures, extract_features
 from monitor.stories.fingerprint import (
@@ -232,6 +239,102 @@ def run_sqlite(sizes: list[int], per_day: int, folder: Path) -> None:
     storage.close()
 
 
+def _fill_history(storage: object, count: int, before: datetime, per_day: int) -> None:
+    """``count`` stored articles (three to a story) dated before ``before``, written straight
+    into the tables (story_articles, stories, articles, matches, one sent alert per story): what
+    a long-running store holds outside the assignment window, without assigning each one."""
+    import json
+
+    from monitor.records import iso
+
+    db = storage.db.conn  # type: ignore[attr-defined]
+    step = timedelta(days=1) / per_day
+    articles, stories, rows, matches, alerts = [], [], [], [], []
+    for n in range(count):
+        when = before - step * (count - n)
+        key, story = f"h{n}", f"{n // 3 + 1}"
+        articles.append((key, story, when.timestamp(), f"headline {n}", f"outlet{n % 200}", "{}", f"x{n}",
+                         b"", 300, 0, int(n % 3 == 0), 0.5, None, None, 0, 1, 0, n % 3 + 1))
+        rows.append((n + 1, key, iso(when)))
+        matches.append((n + 1, n + 1, "ceasefire", iso(when)))
+        if n % 3 == 0:
+            alerts.append((f"story-{story}-hook-0-ceasefire", n + 1, n + 1, story, iso(when)))
+        if n % 3 == 2 or n == count - 1:
+            members = [f"h{m}" for m in range(n - n % 3, n + 1)]
+            stories.append((story, f"headline {n}", members[0], when.timestamp() - 1, when.timestamp(),
+                            json.dumps(members), json.dumps([f"outlet{n % 200}"]), "{}", 1.0, len(members)))
+    with storage.connection.write():  # type: ignore[attr-defined]
+        db.executemany(f"INSERT INTO story_articles ({_ARTICLE_COLUMNS}) VALUES ({','.join('?' * 18)})",
+                       articles)
+        db.executemany(f"INSERT INTO stories ({_STORY_COLUMNS}, size) VALUES ({','.join('?' * 10)})", stories)
+        db.executemany("INSERT INTO articles (id, dedup_key, first_seen) VALUES (?,?,?)", rows)
+        db.executemany("INSERT INTO matches (id, article_id, topic, created_at) VALUES (?,?,?,?)", matches)
+        db.executemany("INSERT INTO alerts (alert_key, match_id, article_id, channel, topic, status,"
+                       " story_id, created_at) VALUES (?,?,?,'hook','ceasefire','sent',?,?)", alerts)
+        db.execute("INSERT INTO story_counters (name, value) VALUES ('stories', ?)", (count // 3 + 1,))
+
+
+def run_keeper(sizes: list[int], per_day: int, folder: Path) -> None:
+    """The daemon's whole story step per new article at each store size: ``StoryKeeper.assign_features``
+    (IDF prefetch, assign, write-through) and ``context`` (the story's alerts, the burst rates)."""
+    from monitor.runtime.stories import StoryKeeper
+    from monitor.storage import open_storage
+    from monitor.storage.stories import StoryRepository
+    from monitor.stories.bursts import BurstPolicy
+
+    generator = Generator()
+    window_population = per_day * 4  # two windows: what the pruned index holds
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    step = timedelta(days=1) / per_day
+    print(f"keeper (SQLite, {folder}): {per_day} articles a day; probes {PROBES} a size; ms (median / p95)")
+    print(f"{'stored':>8} {'window':>7} {'assign':>14} {'write':>14} {'context':>14} {'total':>14}"
+          f" {'db MiB':>7}")
+
+    def spread(values: list[float]) -> str:
+        ms = sorted(v * 1000 for v in values)
+        return f"{statistics.median(ms):5.2f} / {ms[int(len(ms) * 0.95)]:<5.2f}"
+
+    for size in sizes:
+        path = folder / f"keeper-{size}.db"
+        storage = open_storage(path)
+        recent = min(size, window_population)
+        history_end = start + step * (size - recent)
+        _fill_history(storage, size - recent, history_end, per_day)
+        now = history_end
+        keeper = StoryKeeper(StoryRepository(storage.connection), clock=lambda: now,  # noqa: B023
+                             bursts=BurstPolicy())
+        events: list[list[str]] = []
+        for n in range(recent):
+            if not events or generator.random.random() < 0.4:
+                events.append(generator.event())
+                del events[:-50]
+            now = history_end + step * n
+            keeper.assign_features(generator.features(generator.random.choice(events[-20:]), now,
+                                                      f"outlet{generator.random.randrange(200)}"), now=now)
+        timings: dict[str, list[float]] = {"assign": [], "write": [], "context": []}
+        for _ in range(PROBES):
+            known = generator.random.random() < 0.5
+            event = generator.random.choice(events[-20:]) if known else generator.event()
+            features = generator.features(event, now, "probe")
+            # StoryKeeper.assign_features, step by step: IDF prefetch + assign, then the write-through.
+            began = time.perf_counter()
+            keeper.statistics.prefetch([*features.head_terms, *features.body_terms])
+            assignment = keeper.assigner.assign(features, now)
+            assigned = time.perf_counter()
+            keeper.index.flush(assignment)
+            written = time.perf_counter()
+            keeper.context(assignment, ("ceasefire",))
+            timings["assign"].append(assigned - began)
+            timings["write"].append(written - assigned)
+            timings["context"].append(time.perf_counter() - written)
+        total = [sum(parts) for parts in zip(*timings.values(), strict=True)]
+        print(f"{size:>8,} {len(keeper.index):>7,} {spread(timings['assign']):>14}"
+              f" {spread(timings['write']):>14}"
+              f" {spread(timings['context']):>14} {spread(total):>14} {path.stat().st_size / 2**20:>7.1f}",
+              flush=True)
+        storage.close()
+
+
 def compare_fingerprints() -> None:
     generator = Generator(seed=11)
     texts = [generator.text(generator.event())[1] * 3 for _ in range(200)]  # ~900 words each
@@ -267,8 +370,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--per-day", type=int, default=2000)
     parser.add_argument("--sqlite", action="store_true", help="the state in SQLite (storage/stories.py)")
+    parser.add_argument("--keeper", action="store_true",
+                        help="the daemon's whole story step (assign, write, alerts and burst reads)")
     args = parser.parse_args(argv[1:])
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.keeper:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            run_keeper(sizes, args.per_day, Path(folder))
+        return 0
     if args.sqlite:
         import tempfile
 

@@ -10,7 +10,7 @@ this module; everything else may change between releases::
     config = monitor.load_config("config/newsmon.yaml")      # raises monitor.ConfigErrors
     classifier = monitor.build_classifier(config.rule_files(),
                                           spacy_model=config.analysis.spacy_model)
-    storage = monitor.open_storage(config.database_path())
+    storage = monitor.open_storage(config)  # the SQLite file or postgresql:// URL it names
     cycle, delivery = asyncio.run(monitor.run_once(config))  # poll, match, deliver once
 
 Every error newsmon raises is a ``monitor.NewsmonError`` (``monitor.errors``

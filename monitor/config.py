@@ -208,6 +208,17 @@ class AnalysisSettings(StrictModel):
     workers: int | None = Field(default=None, ge=0)  # None: one per core; 0: in-process
 
 
+class BurstSettings(StrictModel):
+    """Burst detection of ``delivery.per_story`` (``monitor.stories.bursts``)."""
+
+    enabled: StrictBool = True
+    window: Duration = Field(default=3600.0, gt=0)  # "articles in the last hour"
+    baseline: Duration = Field(default=86400.0, gt=0)  # the span before it the baseline rate is taken over
+    factor: float = Field(default=4.0, ge=1.0)
+    min_articles: int = Field(default=6, ge=2)
+    min_history: Duration = Field(default=6 * 3600.0, ge=0)  # younger stories/topics have no baseline
+
+
 class DeliverySettings(StrictModel):
     interval: Duration = 30.0  # how often the delivery job runs
     batch: int = Field(default=50, ge=1)
@@ -232,6 +243,12 @@ class DeliverySettings(StrictModel):
     per_story: StrictBool = True
     # With per_story: one follow-up also when a story has this many more outlets.
     follow_up_outlets: int | None = Field(default=None, ge=1)
+    # With per_story: what else makes a follow-up: a topic new to the story, a new number or
+    # named actor in the evidence, a burst of the story or its topic (docs/stories.md).
+    follow_up_on: list[Literal["topic", "facts", "burst"]] = ["topic", "burst"]
+    # A story or topic with bursts.factor × its baseline rate in the last bursts.window (and at
+    # least bursts.min_articles) is escalated one severity step; the message says so.
+    bursts: BurstSettings = BurstSettings()
 
 
 class ServiceHttpSettings(StrictModel):
@@ -258,10 +275,46 @@ class ServiceSettings(StrictModel):
     http: ServiceHttpSettings = ServiceHttpSettings()
 
 
+# --- database: a SQLite file (the default) or a PostgreSQL URL -----------------------------
+DATABASE_PASSWORD_ENV = "NEWSMON_DATABASE_PASSWORD"  # else libpq's PGPASSWORD or ~/.pgpass
+_PG_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres_url(value: object) -> bool:
+    """Whether ``value`` is a ``postgresql://`` (or ``postgres://``) URL."""
+    return isinstance(value, str) and "://" in value \
+        and value.split("://", 1)[0].lower() in _PG_SCHEMES
+
+
+def _database_value(value: Any) -> Any:
+    """``database:``: a ``postgresql://user@host:port/name`` URL is kept as text (checked
+    here), anything else is a SQLite file path. The messages never repeat the URL, and a
+    password in it is refused: the config file is no place for one."""
+    if not isinstance(value, str) or "://" not in value:
+        return Path(value) if isinstance(value, str) else value
+    if not is_postgres_url(value):
+        raise ValueError("a database URL must start with postgresql:// (or postgres://);"
+                         " anything else is a SQLite file path")
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        raise ValueError("the port in the PostgreSQL URL is not a number") from None
+    if parts.password is not None or "password" in parse_qs(parts.query):
+        raise ValueError(f"the PostgreSQL URL holds a password: remove it and set {DATABASE_PASSWORD_ENV}"
+                         " (or PGPASSWORD, or ~/.pgpass) in the daemon's environment instead")
+    if not parts.path.strip("/"):
+        raise ValueError("the PostgreSQL URL names no database: postgresql://user@host/newsmon")
+    return value
+
+
 class Config(StrictModel):
     """The whole validated config file (``load_config`` builds it; immutable)."""
 
-    database: Path = Path("newsmon.db")
+    # A SQLite file (relative to the config file) or a PostgreSQL URL (``database_target``).
+    database: Annotated[Path | str, BeforeValidator(_database_value)] = Path("newsmon.db")
     env_file: Path | None = None
     feeds: tuple[FeedConfig, ...] = ()
     channels: tuple[ChannelConfig, ...] = ()
@@ -291,7 +344,32 @@ class Config(StrictModel):
     def base_dir(self) -> Path:
         return self.source.parent if self.source else Path.cwd()
 
+    @property
+    def is_postgres(self) -> bool:
+        """``database:`` is a PostgreSQL URL (not a SQLite file)."""
+        return isinstance(self.database, str)
+
+    def database_target(self) -> Path | str:
+        """What ``open_storage`` opens: the SQLite file's path, or the PostgreSQL URL."""
+        return self.database if isinstance(self.database, str) else self.database_path()
+
+    def database_label(self) -> str:
+        """The database as messages name it: the file, or the URL (which holds no password)."""
+        return str(self.database_target())
+
+    def database_missing(self) -> bool:
+        """A SQLite file that does not exist yet (a PostgreSQL database is asked when opened)."""
+        target = self.database_target()
+        return isinstance(target, Path) and not target.exists()
+
     def database_path(self) -> Path:
+        """The SQLite file. On PostgreSQL there is none: StorageError, saying so."""
+        if isinstance(self.database, str):
+            from monitor.errors import StorageError
+
+            where = f" in {self.source}" if self.source else ""
+            raise StorageError(f"database:{where} is a PostgreSQL URL: this needs a SQLite database"
+                               " file (on PostgreSQL use its own tools, e.g. pg_dump for a backup)")
         return _relative_to(self.database, self.base_dir())
 
     def rule_files(self) -> list[Path]:
@@ -314,6 +392,9 @@ def secret_values(config: Config) -> list[str]:
     """Everything that must never be logged: ${VAR} values, channel URLs, and the
     query values and userinfo of feed URLs."""
     values = list(config.secrets)
+    for name in (DATABASE_PASSWORD_ENV, "PGPASSWORD"):  # the PostgreSQL password, if any
+        if os.environ.get(name):
+            values.append(os.environ[name])
     for feed in config.feeds:  # private feeds carry tokens in the query or userinfo
         values.extend(url_secrets(feed.url))
     for channel in config.channels:

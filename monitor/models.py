@@ -188,5 +188,6 @@ class PendingAlert:
     created_at: datetime
     attempts: int = 0
     kind: str = "match"  # "match", or "notice" for daemon-health messages
-    body: str = ""  # a notice's text (matches are formatted from their fields)
+    body: str = ""  # a notice's text; a story alert's note (what changed, a burst)
     language: str | None = None  # the article's language tag (None: unknown, or a notice)
+    story_id: str | None = None  # the story of a per-story alert (``alerts.story_id``); None: per article

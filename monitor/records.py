@@ -273,6 +273,8 @@ class StoryAlertRecord:
     topic: str
     alert_key: str
     outlets: int  # the story's outlets when the alerted article joined
+    evidence: tuple[str, ...] = ()  # the evidence sentences the row carried (plain text)
+    note: str = ""  # the row's note (``alerts.body``): what changed, a burst
 
 
 @dataclass(frozen=True, slots=True)

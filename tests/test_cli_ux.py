@@ -38,6 +38,7 @@ COMMANDS = [
     ("alerts", "test"), ("db",), ("db", "backup"), ("db", "maintain"), ("test-rule",),
     ("classify",), ("eval",), ("train",), ("backtest",), ("search",), ("web",), ("stories",),
     ("stories", "show"), ("cluster",), ("feedback",), ("labels",), ("labels", "export"),
+    ("poller",), ("worker",), ("deliver",),
 ]
 
 

@@ -32,7 +32,11 @@ from pathlib import Path
 
 import pytest
 
+from monitor.identity import article_key, item_planner
+from monitor.models import Article, EvidenceSentence, FeedItem, ProcessedArticle, TopicMatch
+from monitor.runtime.stories import StoryKeeper
 from monitor.storage import Storage, StoreError, open_storage
+from monitor.storage.stories import StoryRepository
 from tests.helpers.configs import ConfigFactory
 from tests.helpers.delivery import add_alert
 from tests.helpers.paths import REPO
@@ -47,13 +51,13 @@ def slow_ok(handler: object) -> tuple[int, dict[str, str], bytes]:
     return 200, {"Content-Type": "application/json"}, b"{}"
 
 
-def write_config(folder: Path, port: int) -> Path:
+def write_config(folder: Path, port: int, *, per_story: bool = False) -> Path:
     """No feeds, one webhook channel, a delivery job every 0.3 s with quick retries."""
     return ConfigFactory(folder).write(
         database="outbox.db",
         channels=[{"name": "hook", "url": f"json://127.0.0.1:{port}/hook", "rate_limit": 0}],
         delivery={"interval": "0.3s", "timeout": "2s", "retry_base": "0.2s", "retry_max": "1s",
-                  "collapse_over": 6})
+                  "collapse_over": 6, "per_story": per_story})
 
 
 ZYGOTE = r"""
@@ -250,3 +254,127 @@ def test_sigkill_at_random_moments_loses_no_alert(tmp_path: Path) -> None:
         assert repeated <= logged, (repeated, logged)
         print(f"kills {kills}: {repeated} message(s) sent twice, {logged} re-send(s) logged")
     assert total_kills >= 50
+
+
+# --- the same with per-story alerts and republished stories ---------------------------------
+
+STORY_KILLS = 10
+STORY_KEY = re.compile(r"story-(\d+)-hook-(\d+)-(ceasefire|prisoners)")
+STORY_TOPICS = ("ceasefire", "prisoners")
+
+
+def story_article(story: int, copy: int) -> ProcessedArticle:
+    """A republication (``copy``) of synthetic story ``story``: the same wire text, its own URL;
+    matched on both topics (the first copy's two rows are one message)."""
+    words = [f"s{story}t{i}" for i in range(60)]
+    text = f"Wire report {story}: " + " ".join(words) + "."
+    url = f"https://outlet{copy}.test/{story}"
+    item = FeedItem(guid=url, link=url, canonical_url=url, title=f"Story {story} headline s{story}t1",
+                    summary=text, published=None, content_hash=f"c{story}-{copy}")
+    article = Article(title=item.title, summary=text, body=text, text_source="summary", url=url,
+                      feed_url=f"https://outlet{copy}.test/feed.xml")
+    matches = tuple(TopicMatch(topic=t, score=3.0, threshold=1.0, evidence=(
+        EvidenceSentence("body", text[:80], text[:80], (t,)),)) for t in STORY_TOPICS)
+    return ProcessedArticle(item=item, article=article, matches=matches)
+
+
+def story_crash_loop(folder: Path, seed: int, results: dict[str, object]) -> None:
+    rng = random.Random(seed)
+    with Site(routes={"/hook": slow_ok}) as receiver:
+        config = write_config(folder, receiver.port, per_story=True)
+        store = open_storage(folder / "outbox.db")
+        keeper = StoryKeeper(StoryRepository(store.connection))
+        stories = 0
+        expected: set[str] = set()
+
+        def add_story() -> None:
+            nonlocal stories
+            stories += 1
+            for copy in range(rng.randint(1, 4)):  # the story and its republications
+                processed = story_article(stories, copy)
+                for _ in range(50):
+                    try:
+                        context = keeper.plan_context(processed)
+                        feed_id = store.feeds.get(processed.article.feed_url).id
+                        result = store.items.record_item(
+                            feed_id, "Test feed", processed, article_key=article_key(processed.item),
+                            plan=item_planner(processed.matches, lambda m: ["hook"], story=context))
+                        break
+                    except StoreError:
+                        time.sleep(0.01)
+                else:
+                    raise AssertionError("the database stayed busy")
+                keys = [r[0] for r in store.db.execute(
+                    f"SELECT alert_key FROM alerts WHERE id IN ({','.join('?' * len(result.alert_ids))})",
+                    result.alert_ids)] if result.alert_ids else []
+                assert copy == 0 or not keys, keys  # a republication adds no alert
+                expected.update(keys)
+
+        kills = 0
+        zygote = Zygote()
+        try:
+            for run in range(STORY_KILLS):
+                for _ in range(rng.randint(1, 3)):
+                    add_story()
+                log = folder / f"run-{run}.log"
+                pid = zygote.run(config, log)
+                try:
+                    assert wait_for(lambda: running(log), 15), log.read_text(errors="replace")[-2000:]  # noqa: B023
+                    deadline = time.monotonic() + rng.uniform(0.0, 0.6)
+                    while time.monotonic() < deadline:
+                        if rng.random() < 0.3:
+                            add_story()
+                        time.sleep(0.03)
+                finally:
+                    kills += zygote.kill(pid) == -signal.SIGKILL
+        finally:
+            zygote.close()
+
+        log = folder / "final.log"
+        proc = start(config, log)
+        db = sqlite3.connect(folder / "outbox.db")
+        try:
+            drained = wait_for(lambda: db.execute(
+                "SELECT COUNT(*) FROM alerts WHERE status != 'sent'").fetchone()[0] == 0, 30)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+            db.close()
+            store.close()
+        received: list[str] = []
+        repeated = split = 0
+        for request in receiver.requests:
+            if request.method == "POST":
+                found = STORY_KEY.findall(request.json()["message"])
+                keys = [f"story-{s}-hook-{n}-{t}" for s, n, t in found]
+                repeated += any(k in received for k in keys)
+                by_story: dict[str, set[str]] = {}
+                for story_id, _, topic in found:
+                    by_story.setdefault(story_id, set()).add(topic)
+                split += any(topics != set(STORY_TOPICS) for topics in by_story.values())
+                received.extend(keys)
+        logs = [folder / f"run-{n}.log" for n in range(STORY_KILLS)] + [log]
+        resends_logged = sum(p.read_text(errors="replace").count("may arrive twice")
+                             for p in logs if p.exists())
+        results.update(kills=kills, drained=drained, expected=expected, received=received, repeated=repeated,
+                       split=split, resends_logged=resends_logged, stories=stories)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_sigkill_with_per_story_alerts_loses_no_story_and_sends_none_twice(tmp_path: Path) -> None:
+    results: dict[str, object] = {}
+    story_crash_loop(tmp_path, 2000, results)
+    expected = set(results["expected"])  # type: ignore[call-overload]
+    received = list(results["received"])  # type: ignore[call-overload]
+    assert results["drained"], "the outbox was not drained after the last restart"
+    assert len(expected) >= 2 * 20  # two topics of at least 20 stories
+    assert not expected - set(received), f"lost {sorted(expected - set(received))[:10]}"
+    assert set(received) <= expected
+    # A story's topics always travel in one message, and a story is sent twice only when a kill
+    # caught its message in flight (the next run logs it).
+    kills, repeated = int(results["kills"]), int(results["repeated"])  # type: ignore[call-overload]
+    assert results["split"] == 0
+    assert repeated <= kills and repeated <= int(results["resends_logged"]), results  # type: ignore[call-overload]
+    assert kills == STORY_KILLS
+    print(f"per story: {results['stories']} stories, {kills} kills, {repeated} message(s) sent twice")

@@ -33,6 +33,7 @@ from tests.helpers.loopback import HOST, free_port
 from tests.helpers.paths import REPO
 from tests.helpers.servers import Mailbox, Site
 from tests.helpers.service import DaemonProcess, newsmon, wait_for
+from tests.helpers.storage import BACKENDS, new_target
 
 OK = (200, {"Content-Type": "application/json"}, b"{}")
 
@@ -57,9 +58,15 @@ def received_keys(site: Site) -> list[str]:
 # --- claims, in one process -----------------------------------------------------------
 
 
-def test_a_claimed_channel_is_skipped_by_another_run(tmp_path: Path, receiver: Site) -> None:
+@pytest.fixture(params=BACKENDS)
+def claims_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The claim tests run on SQLite and on PostgreSQL: a fresh database's path or URL."""
+    return new_target(request.param, tmp_path, request)
+
+
+def test_a_claimed_channel_is_skipped_by_another_run(claims_db: Path | str, receiver: Site) -> None:
     receiver.routes["/hook"] = OK
-    store = open_storage(tmp_path / "t.db")
+    store = open_storage(claims_db)
     add_alert(store, "hook")
     first = Deliverer([ChannelConfig(**hook(receiver.port))], settings())
     second = Deliverer([ChannelConfig(**hook(receiver.port))], settings())
@@ -75,9 +82,9 @@ def test_a_claimed_channel_is_skipped_by_another_run(tmp_path: Path, receiver: S
 
 
 def test_a_dead_owners_claim_is_taken_over_and_the_resend_is_logged(
-        tmp_path: Path, receiver: Site, caplog: pytest.LogCaptureFixture) -> None:
+        claims_db: Path | str, receiver: Site, caplog: pytest.LogCaptureFixture) -> None:
     receiver.routes["/hook"] = OK
-    store = open_storage(tmp_path / "t.db")
+    store = open_storage(claims_db)
     alert_id = add_alert(store, "hook")
     dead = f"{socket.gethostname()}:999999:dead"  # no such pid: that process is gone
     store.outbox.claim_due("hook", dead, lease_until=utcnow() + timedelta(hours=1))
@@ -91,9 +98,9 @@ def test_a_dead_owners_claim_is_taken_over_and_the_resend_is_logged(
     store.close()
 
 
-def test_an_expired_claim_of_another_host_is_retried(tmp_path: Path, receiver: Site) -> None:
+def test_an_expired_claim_of_another_host_is_retried(claims_db: Path | str, receiver: Site) -> None:
     receiver.routes["/hook"] = OK
-    store = open_storage(tmp_path / "t.db")
+    store = open_storage(claims_db)
     add_alert(store, "hook")
     other = "elsewhere:1:x"
     store.outbox.claim_due("hook", other, lease_until=utcnow() + timedelta(seconds=1))
@@ -121,10 +128,10 @@ class FlakyMarks:
 
 
 def test_a_send_that_cannot_be_marked_is_retried_as_a_mark_not_a_send(
-        tmp_path: Path, receiver: Site) -> None:
+        claims_db: Path | str, receiver: Site) -> None:
     """Issue 16 item 5: a full disk must not resend an alert every run."""
     receiver.routes["/hook"] = OK
-    store = open_storage(tmp_path / "t.db")
+    store = open_storage(claims_db)
     add_alert(store, "hook")
     outbox = FlakyMarks(store.outbox)
     deliverer = Deliverer([ChannelConfig(**hook(receiver.port))], settings())
@@ -139,9 +146,9 @@ def test_a_send_that_cannot_be_marked_is_retried_as_a_mark_not_a_send(
     store.close()
 
 
-def test_the_stop_flag_is_checked_between_messages(tmp_path: Path, receiver: Site) -> None:
+def test_the_stop_flag_is_checked_between_messages(claims_db: Path | str, receiver: Site) -> None:
     receiver.routes["/hook"] = OK
-    store = open_storage(tmp_path / "t.db")
+    store = open_storage(claims_db)
     for _ in range(4):
         add_alert(store, "hook")
     deliverer = Deliverer([ChannelConfig(**hook(receiver.port))], settings())

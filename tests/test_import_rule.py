@@ -14,6 +14,7 @@ stage: ``ingest``,         base, and the stage packages (each other)
 ``delivery``, ``stories``
 ``storage``                base only
 ``runtime``                anything but ``cli``
+``cluster``                anything but ``cli`` and ``web`` (the scale-out processes: runtime layer)
 ``web``                    anything but ``cli`` (``newsmon web``: a top layer beside it)
 ``cli``                    anything (it is the top)
 ``monitor/__init__.py``    anything but ``cli`` (the facade; it imports lazily)
@@ -59,10 +60,11 @@ ALLOWED_TARGETS: dict[str, frozenset[str]] = {
     "stage": frozenset({"base", "stage"}),
     "storage": frozenset({"base", "storage"}),
     "runtime": frozenset({"base", "stage", "storage", "runtime"}),
+    "cluster": frozenset({"base", "stage", "storage", "runtime", "cluster"}),
     "web": frozenset({"base", "stage", "storage", "runtime", "web"}),
-    "cli": frozenset({"base", "stage", "storage", "runtime", "web", "cli"}),
+    "cli": frozenset({"base", "stage", "storage", "runtime", "web", "cli", "cluster"}),
     FACADE: frozenset({"base", "stage", "storage", "runtime"}),
-    ENTRY: frozenset({"base", "stage", "storage", "runtime", "web", "cli"}),
+    ENTRY: frozenset({"base", "stage", "storage", "runtime", "web", "cli", "cluster"}),
 }
 
 # (file relative to the repository, imported module) → why it is still allowed.
@@ -104,7 +106,7 @@ def _layer_of_name(name: str, where: str) -> str:
         return "base"
     if name in STAGE_PACKAGES:
         return "stage"
-    if name in ("storage", "runtime", "web", "cli"):
+    if name in ("storage", "runtime", "web", "cli", "cluster"):
         return name
     raise AssertionError(f"{where}: {name!r} is in no layer of the import rule; add it to the table "
                          f"in tests/test_import_rule.py (and docs/architecture.md)")

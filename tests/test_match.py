@@ -57,6 +57,21 @@ def test_regex_term_via_re2(tmp_path: Path) -> None:
     assert fired(case, article("More himars.")) == set()
 
 
+def test_a_regex_runs_only_over_the_fields_a_rule_counts_it_in(tmp_path: Path) -> None:
+    from monitor.rules.matching import matcher_fields
+
+    clf = classifier(tmp_path, one_topic(
+        """[{regex: 'truce', fields: [title]}, {regex: 'pause', fields: [lede]}, {regex: 'halt'}]"""))
+    leaves = {leaf.text: i for i, leaf in enumerate(clf.ruleset.leaves)}
+    fields = matcher_fields(clf.ruleset)
+    assert fields[leaves["truce"]] == {"title"} and fields[leaves["pause"]] == {"body"}
+    assert fields[leaves["halt"]] is None
+    assert fired(clf, article("A truce, a truce.", title="A truce")) == {"t"}
+    assert fired(clf, article("A truce, a truce.", title="News")) == set()
+    occurrences = clf._occurrences(clf.analyse(article("A truce.", title="A truce")))
+    assert {o.field for o in occurrences[leaves["truce"]]} == {"title"}
+
+
 def test_catastrophic_regex_runs_in_linear_time(tmp_path: Path) -> None:
     clf = classifier(tmp_path, one_topic("""[{regex: '(\\w+\\s?)+$'}]"""))
     text = "a" * 5000 + "!"

@@ -71,3 +71,103 @@ def test_systemd_analyze_security_rates_it_ok() -> None:
                       result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= 2.0 and match.group(2) == "OK", match.group(0)
+
+
+# --- deploy/newsmon-web.service: the workspace beside the daemon -----------------------------
+
+WEB_UNIT = REPO / "deploy" / "newsmon-web.service"
+HARDENING = ("CapabilityBoundingSet", "NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp",
+             "PrivateDevices", "PrivateUsers", "ProtectKernelTunables", "ProtectKernelModules",
+             "ProtectControlGroups", "ProtectProc", "RestrictAddressFamilies", "RestrictNamespaces",
+             "LockPersonality", "SystemCallFilter", "SystemCallArchitectures", "UMask")
+
+
+def test_the_web_unit_serves_loopback_with_the_daemons_user_and_hardening() -> None:
+    web = directives(WEB_UNIT.read_text(encoding="utf-8"))
+    daemon = directives(UNIT.read_text(encoding="utf-8"))
+    assert web["ExecStart"] == [f"{EXEC} web --config /etc/newsmon/newsmon.yaml --host 127.0.0.1 --port 8780"]
+    # The same dynamic user name as the daemon (its unit name): the same UID, the same state.
+    assert web["DynamicUser"] == ["yes"] and web["User"] == ["newsmon"]
+    assert web["StateDirectory"] == daemon["StateDirectory"]
+    assert web["RestartPreventExitStatus"] == ["2"]
+    assert "-/etc/newsmon/newsmon-web.env" in web["EnvironmentFile"]
+    for key in HARDENING:
+        assert web.get(key) == daemon.get(key), key
+    assert web["MemoryMax"]
+
+
+@needs_analyze
+def test_systemd_analyze_verifies_the_web_unit(tmp_path: Path) -> None:
+    stub = tmp_path / "bin" / "newsmon"
+    stub.parent.mkdir()
+    stub.write_text("#!/bin/sh\n")
+    stub.chmod(0o755)
+    unit = tmp_path / "newsmon-web.service"
+    unit.write_text(WEB_UNIT.read_text(encoding="utf-8").replace(EXEC, str(stub)), encoding="utf-8")
+    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    problems = [line for line in (result.stdout + result.stderr).splitlines()
+                if "newsmon-web.service" in line]
+    assert result.returncode == 0 and not problems, result.stdout + result.stderr
+
+
+@needs_analyze
+def test_systemd_analyze_security_rates_the_web_unit_ok() -> None:
+    result = subprocess.run([analyze, "security", "--offline=yes", "--no-pager", str(WEB_UNIT)],
+                            capture_output=True, text=True, timeout=60)
+    match = re.search(r"Overall exposure level for newsmon-web\.service: ([\d.]+) (\w+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0 and match.group(2) == "OK", match.group(0)
+
+
+def test_the_proxy_example_terminates_tls_and_keeps_feed_keys_out_of_its_log() -> None:
+    conf = (REPO / "deploy" / "nginx-newsmon-web.conf").read_text(encoding="utf-8")
+    assert "listen 443 ssl" in conf and "ssl_certificate " in conf and "return 301 https://" in conf
+    assert "proxy_pass http://newsmon_web" in conf and "server 127.0.0.1:8780" in conf
+    assert "proxy_set_header X-Forwarded-Proto $scheme" in conf
+    log_format = conf.split("log_format newsmon_noquery", 1)[1].split(";", 1)[0]
+    assert "$uri" in log_format and "$request_uri" not in log_format and '"$request"' not in log_format
+    assert "access_log /var/log/nginx/newsmon-web.access.log newsmon_noquery;" in conf
+
+
+# The scale-out units (docs/scale-out.md): the daemon's hardening, their own commands.
+SCALE_OUT = {"newsmon-poller.service": "poller", "newsmon-worker@.service": "worker",
+             "newsmon-deliver.service": "deliver"}
+
+
+@pytest.mark.parametrize("name", sorted(SCALE_OUT))
+def test_the_scale_out_units_run_their_command_with_the_daemons_hardening(name: str) -> None:
+    unit = directives((REPO / "deploy" / name).read_text(encoding="utf-8"))
+    daemon = directives(UNIT.read_text(encoding="utf-8"))
+    assert unit["ExecStart"] == [f"{EXEC} {SCALE_OUT[name]} --config /etc/newsmon/newsmon.yaml"]
+    assert unit["Type"] == ["notify"] and unit["WatchdogSec"]
+    assert unit["Restart"] == ["on-failure"] and unit["RestartPreventExitStatus"] == ["2"]
+    assert unit["DynamicUser"] == ["yes"] and unit["EnvironmentFile"] == daemon["EnvironmentFile"]
+    for key in HARDENING:
+        assert unit.get(key) == daemon.get(key), key
+    assert unit["MemoryMax"]
+
+
+@needs_analyze
+@pytest.mark.parametrize("name", sorted(SCALE_OUT))
+def test_systemd_analyze_verifies_the_scale_out_units(tmp_path: Path, name: str) -> None:
+    stub = tmp_path / "bin" / "newsmon"
+    stub.parent.mkdir()
+    stub.write_text("#!/bin/sh\n")
+    stub.chmod(0o755)
+    instance = name.replace("@.", "@1.")  # a template is verified as an instance
+    unit = tmp_path / instance
+    text = (REPO / "deploy" / name).read_text(encoding="utf-8")
+    unit.write_text(text.replace(EXEC, str(stub)), encoding="utf-8")
+    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if instance in line]
+    assert result.returncode == 0 and not problems, result.stdout + result.stderr
+
+
+@needs_analyze
+@pytest.mark.parametrize("name", sorted(SCALE_OUT))
+def test_systemd_analyze_security_rates_the_scale_out_units_ok(name: str) -> None:
+    result = subprocess.run([analyze, "security", "--offline=yes", "--no-pager",
+                             str(REPO / "deploy" / name)], capture_output=True, text=True, timeout=60)
+    match = re.search(r"Overall exposure level for [\w@.-]+: ([\d.]+) (\w+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0 and match.group(2) == "OK", match.group(0)

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from monitor.errors import StorageError
 from monitor.records import to_second, utcnow
 from monitor.storage import SCHEMA_VERSION, Storage, open_readonly
-from tests.helpers.storage import FEED_A, two_feeds
+from tests.helpers.storage import BACKENDS, FEED_A, new_target, two_feeds
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Storage]:
-    storage = two_feeds(tmp_path)
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    """A two-feed database, on SQLite and on PostgreSQL."""
+    storage = two_feeds(new_target(request.param, tmp_path, request))
     yield storage
     storage.close()
 
@@ -47,6 +49,8 @@ def test_meta_and_schema_version(store: Storage) -> None:
 
 
 def test_backup_is_a_consistent_readable_copy(store: Storage, tmp_path: Path) -> None:
+    if store.dialect == "postgresql":
+        pytest.skip("SQLite's online backup API; PostgreSQL refuses (test_backup_on_postgresql_...)")
     store.ops.set_meta("daemon_pid", "42")
     store.ops.backup(tmp_path / "copy.db")
     copy = open_readonly(tmp_path / "copy.db")
@@ -55,6 +59,19 @@ def test_backup_is_a_consistent_readable_copy(store: Storage, tmp_path: Path) ->
     finally:
         copy.close()
     assert store.ops.database_bytes() > 0
+
+
+def test_backup_on_postgresql_refuses_naming_pg_dump(store: Storage, tmp_path: Path) -> None:
+    """No half-measure: newsmon copies SQLite files; a PostgreSQL database is the server's
+    to back up, and the message says with what (and never shows a password)."""
+    if store.dialect != "postgresql":
+        pytest.skip("the SQLite backup is test_backup_is_a_consistent_readable_copy")
+    with pytest.raises(StorageError, match="pg_dump"):
+        store.ops.backup(tmp_path / "copy.db")
+    assert not (tmp_path / "copy.db").exists()
+    assert store.ops.integrity_check() == "ok" and store.ops.database_bytes() > 0
+    assert store.ops.free_fraction() == 0.0
+    store.ops.optimize(vacuum=True)  # ANALYZE / VACUUM outside a transaction
 
 
 def test_a_clock_step_moves_stored_deadlines_back(store: Storage) -> None:

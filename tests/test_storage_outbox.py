@@ -11,12 +11,13 @@ import pytest
 from monitor.records import ChannelState, to_second, utcnow
 from monitor.storage import Storage
 from tests.helpers.delivery import due_alerts, record
-from tests.helpers.storage import FEED_A, make_item, processed, two_feeds
+from tests.helpers.storage import BACKENDS, FEED_A, make_item, new_target, processed, two_feeds
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Storage]:
-    storage = two_feeds(tmp_path)
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    """A two-feed database, on SQLite and on PostgreSQL."""
+    storage = two_feeds(new_target(request.param, tmp_path, request))
     yield storage
     storage.close()
 

@@ -1,4 +1,4 @@
-"""The SQLite repositories satisfy the Protocols of ``monitor.ports`` that the stages
+"""The repositories (on SQLite and on PostgreSQL) satisfy the Protocols of ``monitor.ports`` that the stages
 and the runtime are typed against (checked at run time here, and by mypy through
 the annotated assignments)."""
 
@@ -6,12 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from monitor import ports
 from monitor.storage import open_storage
+from tests.helpers.storage import BACKENDS, new_target
 
 
-def test_the_sqlite_repositories_satisfy_the_ports(tmp_path: Path) -> None:
-    storage = open_storage(tmp_path / "t.db")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_repositories_satisfy_the_ports(backend: str, tmp_path: Path,
+                                            request: pytest.FixtureRequest) -> None:
+    storage = open_storage(new_target(backend, tmp_path, request))
+    assert storage.dialect == backend
     try:
         feeds: ports.FeedStates = storage.feeds
         items: ports.ItemStore = storage.items

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from monitor.config import FeedConfig
 from monitor.records import AlertListRow, FeedTableRow
 from monitor.storage.read_models import feed_table
-from tests.helpers.storage import FEED_A, FEED_B, two_feeds
+from tests.helpers.storage import BACKENDS, FEED_A, FEED_B, new_target, two_feeds
 
 
-def test_feed_table_rows_follow_the_config(tmp_path: Path) -> None:
-    storage = two_feeds(tmp_path)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_feed_table_rows_follow_the_config(backend: str, tmp_path: Path,
+                                           request: pytest.FixtureRequest) -> None:
+    storage = two_feeds(new_target(backend, tmp_path, request))
     try:
         feed_id = storage.feeds.get(FEED_A).id
         storage.feeds.record_poll_failure(feed_id, kind="http_status", message="HTTP 500")
@@ -29,8 +33,11 @@ def test_feed_table_rows_follow_the_config(tmp_path: Path) -> None:
     assert a.health == "failing"
 
 
-def test_alert_list_and_status_figures(tmp_path: Path) -> None:
-    storage = two_feeds(tmp_path)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_alert_list_and_status_figures(backend: str, tmp_path: Path,
+                                       request: pytest.FixtureRequest) -> None:
+    target = new_target(backend, tmp_path, request)
+    storage = two_feeds(target)
     try:
         first, = storage.outbox.enqueue_notice("one", "First", "b", ["admin"])
         second, = storage.outbox.enqueue_notice("two", "Second", "b", ["ops"])
@@ -44,4 +51,4 @@ def test_alert_list_and_status_figures(tmp_path: Path) -> None:
         storage.close()
     assert figures.alert_counts == {"pending": 2} and figures.last_cycle is None
     assert [f.url for f in figures.feeds] == [FEED_A, FEED_B]
-    assert figures.database == str(tmp_path / "t.db") and figures.database_bytes > 0
+    assert figures.database == str(target) and figures.database_bytes > 0  # a URL without password

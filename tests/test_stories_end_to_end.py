@@ -2,7 +2,8 @@
 
 Ten republications of one wire story across five feeds (five outlets) are one story
 and one alert per channel; a later article of that story with a new topic is one
-follow-up; unrelated stories of the same topic alert once each.
+follow-up; unrelated stories of the same topic alert once each. Delivered through apprise to a
+loopback webhook and a real SMTP server (aiosmtpd): one message per story per channel.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from monitor.config import Config
+from monitor.delivery.deliverer import Deliverer
 from monitor.runtime.pipeline import Pipeline
 from monitor.runtime.stories import LazyStoryKeeper
 from monitor.storage import open_storage
@@ -20,7 +22,7 @@ from monitor.storage.stories import StoryRepository
 from tests.helpers.configs import ConfigFactory
 from tests.helpers.feed import build, run
 from tests.helpers.rules import write_rules
-from tests.helpers.servers import Site, rss
+from tests.helpers.servers import Mailbox, Site, rss
 
 RULES = """
 topics:
@@ -133,3 +135,78 @@ def test_a_wire_story_on_five_outlets_alerts_once_per_channel_then_one_follow_up
     finally:
         for site in sites:
             site.stop()
+
+
+def serve_wire_story(sites: list[Site]) -> list[str]:
+    """The wire story twice on each of five feeds, two unrelated ceasefire stories on the last."""
+    feeds = []
+    for number, site in enumerate(sites):
+        items = [item(site.url(f"/story/{number}-{k}"), HEADLINES[number * 2 + k], WIRE,
+                      T0 + timedelta(minutes=10 * (number * 2 + k))) for k in (0, 1)]
+        if number == 4:
+            items += [item(site.url(f"/other/{k}"), title, text, T0 + timedelta(minutes=5 + k))
+                      for k, (title, text) in enumerate(UNRELATED)]
+        site.routes["/feed.xml"] = (200, {"Content-Type": "application/rss+xml"},
+                                    rss(items, title=f"Outlet {number}"))
+        feeds.append(site.url("/feed.xml"))
+    return feeds
+
+
+def test_one_message_per_story_reaches_a_webhook_and_real_smtp(tmp_path: Path) -> None:
+    """Through apprise to a loopback webhook and aiosmtpd: the wire story is one message per
+    channel, each unrelated story one; the follow-up is one message naming what changed."""
+    sites = [Site().start() for _ in range(5)]
+    hook = Site(routes={"/hook": (200, {"Content-Type": "application/json"}, b"{}")}).start()
+    mailbox = Mailbox().start()
+    try:
+        channels = [{"name": "desk", "url": f"json://127.0.0.1:{hook.port}/hook", "rate_limit": 0},
+                    {"name": "mail", "rate_limit": 0,
+                     "url": f"mailto://127.0.0.1:{mailbox.port}?from=newsmon@example.org&to=desk@example.org"
+                            "&smtp=127.0.0.1"}]
+        config = ConfigFactory(tmp_path).load(
+            database="test.db", feeds=serve_wire_story(sites), channels=channels,
+            rules=[str(write_rules(tmp_path, RULES))], fetch={"fetch_articles": False},
+            delivery={"per_story": True, "timeout": "5s"})
+        pipeline = with_stories(build(config, real_matching=True))
+        run(pipeline, pipeline.run_cycle())
+        store = open_storage(config.database_path())
+        deliverer = Deliverer(config.channels, config.delivery)
+        report = deliverer.deliver_due(store.outbox)
+        assert report.errors == [] and report.messages == 6, report
+        titles = [r.json()["title"] for r in hook.requests if r.method == "POST"]
+        subjects = [str(m["subject"]) for m in mailbox.messages]
+        for received in (titles, subjects):
+            assert len(received) == 3, received
+            assert sum(any(h in t for h in HEADLINES) for t in received) == 1  # the wire story: once
+            assert all(t.startswith("[ceasefire] ") for t in received)
+        wire_id = next(s.story_id for s in StoryRepository(store.connection).list_stories() if s.size == 10)
+        stored = store.db.execute("SELECT DISTINCT story_id FROM alerts WHERE kind = 'match'").fetchall()
+        assert len(stored) == 3 and (wire_id,) in stored  # alerts.story_id filled
+        for message in mailbox.messages:  # plain part: one evidence sentence a line, no ** marks
+            plain = message.get_body(preferencelist=("plain",))
+            assert plain is not None
+            lines = plain.get_content().splitlines()
+            assert "**" not in plain.get_content()
+            quoted = [line for line in lines if line.startswith(">")]
+            assert len(quoted) >= 2 and all(line.count(">") == 1 for line in quoted), lines
+
+        sites[0].routes["/feed.xml"] = (200, {"Content-Type": "application/rss+xml"}, rss([
+            item(sites[0].url("/story/late"), "Prisoner exchange to follow Zaporizhzhia ceasefire", FOLLOW_UP,
+                 T0 + timedelta(hours=3))]))
+        pipeline = with_stories(build(config, real_matching=True))
+        run(pipeline, pipeline.run_cycle())
+        report = deliverer.deliver_due(store.outbox)
+        assert report.messages == 2, report
+        follow_hook = [r.json() for r in hook.requests if r.method == "POST"][3:]
+        follow_mail = mailbox.messages[3:]
+        assert len(follow_hook) == 1 and len(follow_mail) == 1
+        assert follow_hook[0]["title"].startswith("[prisoners] ")
+        assert "Follow-up: new topic: prisoners" in follow_hook[0]["message"]
+        mail_text = follow_mail[0].get_body(preferencelist=("plain", "html")).get_content()
+        assert "new topic: prisoners" in mail_text
+        assert str(follow_mail[0]["subject"]).startswith("[prisoners] ")
+        assert deliverer.deliver_due(store.outbox).messages == 0
+        store.close()
+    finally:
+        for server in (*sites, hook, mailbox):
+            server.stop()

@@ -38,9 +38,11 @@ def test_default_alert_has_every_part(fmt: str) -> None:
     assert "holds" in body
     link = "https://news.test/story/1?a=1&amp;b=2" if fmt == "html" else "https://news.test/story/1?a=1&b=2"
     assert link in body
-    marked = {"text": "**ceasefire**", "markdown": "**ceasefire**", "slack": "**ceasefire**",
+    # Plain text has no emphasis: the sentence as written, no ** markers.
+    marked = {"text": "> The ceasefire holds.", "markdown": "**ceasefire**", "slack": "**ceasefire**",
               "html": "<mark>ceasefire</mark>"}[fmt]
     assert marked in body
+    assert fmt != "text" or "**" not in body
 
 
 def test_slack_escaping_leaves_no_control_sequence() -> None:
@@ -153,7 +155,7 @@ def test_a_russian_alert_quotes_its_evidence_as_written_and_names_the_language(f
     assert message.title == "[ceasefire] Кремль допустил новый раунд переговоров"
     source_line = next(line for line in message.body.splitlines() if "Source:" in line)
     assert "ЛІГА.Новости" in source_line and "Russian (ru)" in source_line, message.body
-    marked = "<mark>переговорам</mark>" if fmt == "html" else "**переговорам**"
+    marked = {"html": "<mark>переговорам</mark>", "text": "переговорам"}.get(fmt, "**переговорам**")
     # markdown backslash-escapes punctuation (shown as is); the words are not touched
     assert f"Песков заявил, что Москва готова к мирным {marked}." in message.body.replace("\\", "")
 

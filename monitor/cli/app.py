@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import click
 
 from monitor.cli import alerts as cli_alerts
+from monitor.cli import cluster as cli_cluster
 from monitor.cli import feedback as cli_feedback
 from monitor.cli import feeds as cli_feeds
 from monitor.cli import ops as cli_ops
@@ -204,7 +205,7 @@ def check(state: State) -> None:
     config = state.config()
     problems = 0
     click.echo(f"config {config.source}: ok")
-    click.echo(f"  database: {config.database_path()}")
+    click.echo(f"  database: {config.database_label()}")
     click.echo(f"  feeds: {len(config.feeds)} ({sum(f.enabled for f in config.feeds)} enabled)")
     try:
         Deliverer(config.channels, config.delivery)
@@ -267,6 +268,7 @@ cli_search.register(cli)  # newsmon search
 cli_web.register(cli)  # newsmon web, newsmon backtest
 cli_stories.register(cli)  # newsmon stories, newsmon cluster
 cli_feedback.register(cli)  # newsmon feedback, newsmon labels
+cli_cluster.register(cli)  # newsmon poller, newsmon worker, newsmon deliver (scale-out)
 
 
 def main() -> None:

@@ -224,10 +224,11 @@ def open_database(state: State, *, readonly: bool = False) -> Storage:
     missing or unusable. Commands never create a database: ``newsmon run`` does."""
     from monitor.storage import StoreError, open_readonly, open_storage
 
-    path = state.config().database_path()
-    if not path.exists():
-        fail(f"no database at {path} (has newsmon run yet?)", EXIT_FAILED)
+    config = state.config()
+    if config.database_missing():
+        fail(f"no database at {config.database_label()} (has newsmon run yet?)", EXIT_FAILED)
+    target = config.database_target()  # a SQLite file or a PostgreSQL URL
     try:
-        return open_readonly(path) if readonly else open_storage(path)
+        return open_readonly(target) if readonly else open_storage(target)
     except StoreError as exc:
         fail(str(exc), EXIT_FAILED)

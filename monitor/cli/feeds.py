@@ -104,17 +104,16 @@ def feeds(ctx: click.Context, as_json: bool) -> None:
 
 def feed_rows(config: Config) -> list[FeedTableRow]:
     """One row per configured feed, with its stored health (blank if never polled)."""
-    path = config.database_path()
-    if not path.exists():
+    if config.database_missing():
         return feed_table(config.feeds, {})
     try:
-        storage = open_readonly(path)
+        storage = open_readonly(config.database_target())
         try:
             return storage.views.feed_table(config.feeds)
         finally:
             storage.close()
     except (StoreError, sqlite3.Error) as exc:
-        fail(f"database {path}: {exc}", EXIT_FAILED)
+        fail(f"database {config.database_label()}: {exc}", EXIT_FAILED)
 
 
 def _plain(row: FeedTableRow) -> dict[str, Any]:

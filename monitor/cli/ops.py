@@ -51,6 +51,7 @@ def status(state: State, as_json: bool) -> None:
 
     Exit codes: 0 healthy, 1 unhealthy (or no readable database), 2 config error.
     """
+    from monitor.cli.cluster import status_processes
     from monitor.runtime.status import evaluate, render_text
 
     config = state.config()
@@ -62,7 +63,7 @@ def status(state: State, as_json: bool) -> None:
         unrouted = [t for t in (storage.ops.get_meta("unrouted_topics") or "").split(",") if t]
         report = evaluate(figures, config, channels=channels, unrouted=unrouted)
     except Exception as exc:  # sqlite errors outside the store's wrappers too
-        click.echo(f"error: database {config.database_path()}: {exc}", err=True)
+        click.echo(f"error: database {config.database_label()}: {exc}", err=True)
         if as_json:
             click.echo(json.dumps({"healthy": False, "problems": [f"database: {exc}"]}))
         else:
@@ -70,7 +71,14 @@ def status(state: State, as_json: bool) -> None:
         sys.exit(EXIT_FAILED)
     finally:
         storage.close()
-    click.echo(report.to_json() if as_json else render_text(report))
+    if as_json:
+        # On PostgreSQL, the cluster's live processes too (docs/scale-out.md).
+        cluster = status_processes(config, as_json=True)
+        click.echo(json.dumps({**report.to_dict(), **(cluster or {})}, indent=2,
+                              ensure_ascii=False))
+    else:
+        click.echo(render_text(report))
+        status_processes(config, as_json=False)
     sys.exit(EXIT_OK if report.healthy else EXIT_FAILED)
 
 
@@ -105,6 +113,9 @@ def backup(state: State, dest: Path, force: bool) -> None:
     Exit codes: 0 copied, 1 not copied (DEST exists without --force, no
     database, or the copy failed), 2 config error.
     """
+    if state.config().is_postgres:  # SQLite's backup API; PostgreSQL has its own tools
+        fail(f"newsmon db backup copies a SQLite file; {state.config().database_label()} is"
+             " PostgreSQL: back it up with pg_dump (see docs/postgresql.md)", EXIT_FAILED)
     if dest.exists() and not force:
         fail(f"{dest} exists (use --force to replace it)", EXIT_FAILED)
     storage = open_database(state, readonly=True)
@@ -158,10 +169,10 @@ def maintain(state: State, vacuum: bool) -> None:
     from monitor.runtime.retention import maintain as run_maintenance
 
     config = state.config()
-    if not config.database_path().exists():
-        fail(f"no database at {config.database_path()} (has newsmon run yet?)", EXIT_FAILED)
+    if config.database_missing():
+        fail(f"no database at {config.database_label()} (has newsmon run yet?)", EXIT_FAILED)
     try:
-        storage = open_storage(config.database_path())
+        storage = open_storage(config.database_target())
         try:
             report = run_maintenance(storage.ops, config.service, idle=True, force_vacuum=vacuum)
         finally:

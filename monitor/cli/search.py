@@ -101,6 +101,7 @@ def search(state: State, query: str, topic: str | None, feed: str | None, since:
              "rank": h.rank} for h in result.hits]
     if as_json:
         click.echo(json.dumps({"query": query, "fts": result.fts, "total": result.total,
+                               "total_capped": result.total_capped, "ranked_within": result.ranked_within,
                                "page": result.page, "pages": result.pages, "hits": rows},
                               indent=2, ensure_ascii=False))
     elif is_terminal(sys.stdout):
@@ -117,7 +118,9 @@ def search(state: State, query: str, topic: str | None, feed: str | None, since:
                     [(h.article_id, (iso(h.first_seen) or "")[:16],
                       ", ".join(h.topics), marked(h.title), marked(h.snippet[:200]))
                      for h in result.hits],
-                    title=f"{result.total} results (page {result.page} of {result.pages})")
+                    title=f"{result.total_text} results (page {result.page} of {result.pages})"
+                          + (f", ranked among the newest {result.ranked_within:,}"
+                             if result.ranked_within else ""))
     else:
         print_tsv(COLUMNS, [(h.article_id, iso(h.first_seen), ",".join(h.topics), strip_marks(h.title),
                              h.url, strip_marks(h.snippet)) for h in result.hits])

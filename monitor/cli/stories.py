@@ -59,11 +59,11 @@ def _with_repository(state: State, read: Any) -> Any:
     from monitor.storage import StoreError, open_readonly
     from monitor.storage.stories import StoryRepository
 
-    path = state.config().database_path()
-    if not path.exists():
-        fail(f"no database at {path} (has newsmon run yet?)", EXIT_FAILED)
+    config = state.config()
+    if config.database_missing():
+        fail(f"no database at {config.database_label()} (has newsmon run yet?)", EXIT_FAILED)
     try:
-        store = open_readonly(path)
+        store = open_readonly(config.database_target())
     except StoreError as exc:
         fail(str(exc), EXIT_FAILED)
     try:

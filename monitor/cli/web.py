@@ -81,9 +81,8 @@ def web(state: State, host: str, port: int) -> None:
         check_bind(host, credentials)
     except BindRefused as exc:
         fail(str(exc), EXIT_CONFIG)
-    path = config.database_path()
-    if not path.exists():
-        fail(f"no database at {path} (has newsmon run yet?)", EXIT_FAILED)
+    if config.database_missing():
+        fail(f"no database at {config.database_label()} (has newsmon run yet?)", EXIT_FAILED)
 
     def ready(url: str) -> None:
         click.echo(f"newsmon web: {url}  (Ctrl-C to stop)", err=True)

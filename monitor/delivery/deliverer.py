@@ -25,7 +25,8 @@ Guarantees (docs/delivery.md):
   HTTP status and body excerpt, SMTP reply, authentication refused), captured
   during the send (``delivery/causes.py``), secrets masked.
 - No flood: digests, quiet hours, throttling and backlog collapsing are
-  decided by ``monitor.schedule.plan_channel``.
+  decided by ``monitor.delivery.pacing.plan_channel``, per message: a story's rows
+  of one follow-up (all its topics) are one message, claimed, begun and marked sent together.
 - Dead letters: an alert still failing after ``max_attempts`` or ``max_age``
   is dead-lettered and reported on the admin channels.
 
@@ -64,7 +65,14 @@ from monitor import notices
 from monitor.config import ChannelConfig, DeliverySettings
 from monitor.delivery import causes
 from monitor.delivery.claims import describe_owner, new_owner, owner_gone
-from monitor.delivery.pacing import HELD_QUIET, HELD_THROTTLE, Due, plan_channel, throttle_limit
+from monitor.delivery.pacing import (
+    HELD_QUIET,
+    HELD_THROTTLE,
+    Due,
+    message_groups,
+    plan_channel,
+    throttle_limit,
+)
 from monitor.delivery.render import Format, Message, Renderer, TemplateProblem
 from monitor.delivery.routing import LOG_CHANNEL, admin_channels
 from monitor.errors import DeliveryError, StorageError
@@ -507,8 +515,9 @@ class Deliverer:
             log.warning("alert %s to %s: %s stopped while sending it; sending it again"
                         " (it may arrive twice)", key, cfg.name, describe_owner(previous))
         due = [Due(c.alert, c.held) for c in claimed]
-        if target.notifier is None:  # the log channel: no schedule, one line each
-            messages = [(target.renderer.alert(d.alert), [d.alert], "alert") for d in due]
+        if target.notifier is None:  # the log channel: no schedule, one line per message
+            messages = [(target.renderer.message(group), group, "alert")
+                        for group in message_groups([d.alert for d in due])]
         else:
             messages = self._plan(outbox, target, due, now, report)
             held = set(open_ids) - {a.id for _, alerts, _ in messages for a in alerts}
@@ -580,8 +589,8 @@ class Deliverer:
         outbox.hold_alerts(plan.hold)
         report.held += len(plan.hold)
         messages: list[tuple[Message, list[PendingAlert], str]] = []
-        for alert in plan.single:
-            messages.append((target.renderer.alert(alert), [alert], "alert"))
+        for group in plan.messages:  # one message per story follow-up (all its topics), else per row
+            messages.append((target.renderer.message(group), group, "alert"))
         if plan.digest:
             reason = self._digest_reason(cfg, {d.alert.id: d.held for d in due}, plan.digest)
             for message, part in target.renderer.digest(plan.digest, reason=reason):

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from monitor.config import SEVERITY_RANK, ChannelConfig, DeliverySettings
+from monitor.identity import story_alert_number
 from monitor.models import PendingAlert
 
 # Why an alert waits; an alert that waited for any of these goes out in a digest.
@@ -110,10 +111,30 @@ class Due:
 class ChannelPlan:
     """What to do with one channel's due alerts now."""
 
-    single: list[PendingAlert] = field(default_factory=list)  # one message each
+    single: list[PendingAlert] = field(default_factory=list)  # sent now, as ``messages``
     digest: list[PendingAlert] = field(default_factory=list)  # one digest (maybe in parts)
     # alert id -> (send no earlier than, why): these are not sent now.
     hold: dict[int, tuple[datetime, str]] = field(default_factory=dict)
+    # ``single`` as messages: a story's rows of one follow-up together, any other row alone.
+    messages: list[list[PendingAlert]] = field(default_factory=list)
+
+
+def message_key(alert: PendingAlert) -> tuple[str, ...]:
+    """What makes rows one message: a story alert's (story, follow-up number, channel); any other
+    row is a message of its own. The rows of one article's topics share it (one transaction)."""
+    if alert.story_id is not None:
+        number = story_alert_number(alert.alert_key, alert.story_id, alert.channel)
+        if number is not None:
+            return ("story", alert.story_id, str(number), alert.channel)
+    return ("row", str(alert.id))
+
+
+def message_groups(alerts: Sequence[PendingAlert]) -> list[list[PendingAlert]]:
+    """``alerts`` gathered into messages (``message_key``), in the order of each one's first row."""
+    groups: dict[tuple[str, ...], list[PendingAlert]] = {}
+    for alert in alerts:
+        groups.setdefault(message_key(alert), []).append(alert)
+    return list(groups.values())
 
 
 def throttle_limit(channel: ChannelConfig, settings: DeliverySettings) -> tuple[int | None, float]:
@@ -135,11 +156,14 @@ def plan_channel(
     messages sent to the channel within its throttle window (digests do not
     count: they are the throttle's way out).
 
+    The unit is the message (``message_groups``): a story's rows of one follow-up are
+    held, sent or put in a digest together, and count as one message.
+
     Order of the rules: quiet hours hold everything below ``quiet_bypass``;
     a digest schedule holds alerts until the next digest time after each was
     queued; alerts that were held go out together as one digest; the throttle
     lets at most N single messages through per window and holds the rest until
-    the window ends; a backlog larger than ``collapse_over`` becomes a digest.
+    the window ends; a backlog of more than ``collapse_over`` messages becomes a digest.
     """
     tz = ZoneInfo(channel.timezone)
     plan = ChannelPlan()
@@ -147,25 +171,31 @@ def plan_channel(
                  if channel.quiet_hours else None)
     bypass_rank = SEVERITY_RANK[channel.quiet_bypass] if channel.quiet_bypass else 99
     schedule = DigestSchedule.parse(channel.digest)
-    candidates: list[Due] = []
-    for entry in due:
-        alert = entry.alert
-        urgent = SEVERITY_RANK.get(alert.severity, 1) >= bypass_rank
+    held_before = {entry.alert.id: entry.held for entry in due}
+    candidates: list[list[PendingAlert]] = []
+    digest_units: list[list[PendingAlert]] = []
+
+    def hold(unit: Sequence[PendingAlert], until: datetime, why: str) -> None:
+        for alert in unit:
+            plan.hold[alert.id] = (until, why)
+
+    for unit in message_groups([entry.alert for entry in due]):
+        urgent = any(SEVERITY_RANK.get(a.severity, 1) >= bypass_rank for a in unit)
         if quiet_end is not None and not urgent:
-            plan.hold[alert.id] = (quiet_end, HELD_QUIET)
+            hold(unit, quiet_end, HELD_QUIET)
             continue
-        release = schedule.next_after(alert.created_at, tz)
+        release = schedule.next_after(min(a.created_at for a in unit), tz)
         if release is not None and release > now:
-            plan.hold[alert.id] = (release, HELD_DIGEST)
+            hold(unit, release, HELD_DIGEST)
             continue
         if release is not None:
-            plan.digest.append(alert)  # its digest time has come
+            digest_units.append(unit)  # its digest time has come
             continue
-        candidates.append(entry)
+        candidates.append(unit)
 
     # Alerts that waited (quiet hours, throttle) go out together as one digest.
-    fresh = [e.alert for e in candidates if e.held is None]
-    plan.digest.extend(e.alert for e in candidates if e.held is not None)
+    fresh = [u for u in candidates if all(held_before[a.id] is None for a in u)]
+    digest_units.extend(u for u in candidates if any(held_before[a.id] is not None for a in u))
 
     limit, window = throttle_limit(channel, settings)
     if limit is not None:
@@ -174,12 +204,13 @@ def plan_channel(
         if len(fresh) > room:
             # The window ends when its oldest message leaves it (or now + window).
             window_end = (recent[0] if recent else now) + timedelta(seconds=window)
-            for alert in fresh[room:]:
-                plan.hold[alert.id] = (window_end, HELD_THROTTLE)
+            for unit in fresh[room:]:
+                hold(unit, window_end, HELD_THROTTLE)
             fresh = fresh[:room]
-    if len(fresh) + len(plan.digest) > settings.collapse_over:
-        plan.digest.extend(fresh)  # a backlog: one digest, not a storm
+    if len(fresh) + len(digest_units) > settings.collapse_over:
+        digest_units.extend(fresh)  # a backlog: one digest, not a storm
     else:
-        plan.single.extend(fresh)
-    plan.digest.sort(key=lambda a: a.id)
+        plan.messages.extend(fresh)
+        plan.single.extend(a for unit in fresh for a in unit)
+    plan.digest = sorted((a for unit in digest_units for a in unit), key=lambda a: a.id)
     return plan

@@ -35,6 +35,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 from monitor.analysis.languages import SUPPORTED, primary_language
+from monitor.config import SEVERITY_RANK
 from monitor.errors import TemplateProblem as TemplateProblem
 from monitor.models import EvidenceSentence, PendingAlert
 
@@ -161,31 +162,72 @@ def _short(text: str, limit: int) -> str:
     if limit <= 1:
         return ""
     cut = text[: limit - 1]
-    if " " in cut[limit // 2:]:
+    # Mid-word: back to the last space (in the second half, so that a long word still shows).
+    if text[limit - 1] != " " and " " in cut[limit // 2:]:
         cut = cut[: cut.rfind(" ")]
     return cut.rstrip() + "…"
 
 
+_LOOKALIKE_EDGE = "\u2217\u02cb"  # slack_escape's stand-ins for * and `
+
+
+def _split_marks(text: str) -> list[tuple[str, bool]]:
+    """``text`` with ``**`` pairs as (piece, is_term) pieces; an unpaired ``**`` stays literal."""
+    parts = text.split("**")
+    if len(parts) % 2 == 0:  # an odd number of markers: the last one is the sentence's own
+        parts = [*parts[:-2], parts[-2] + "**" + parts[-1]]
+    return [(part, index % 2 == 1) for index, part in enumerate(parts) if part]
+
+
+def _mark_term(escaped: str, fmt: str) -> str:
+    """A matched term emphasised for the target: ``<mark>`` in HTML, ``**`` in Markdown and Slack
+    (only around letters or digits: no space, no look-alike at its edges), nothing in plain text."""
+    if fmt == "html":
+        return f"<mark>{escaped}</mark>"
+    if fmt == "text":
+        return escaped
+    core = escaped.strip(" \t" + (_LOOKALIKE_EDGE if fmt == "slack" else ""))
+    if not core or (fmt == "slack" and not any(ch.isalnum() for ch in core)):
+        return escaped
+    start = escaped.index(core)
+    return f"{escaped[:start]}**{core}**{escaped[start + len(core):]}"
+
+
+def _cut_words(text: str, limit: int) -> str:
+    """``text`` whole if it fits, else its words that fit with "…" (never part of a word);
+    "" when not one word fits."""
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 1, 0)]
+    if text[len(cut)] != " ":  # the cut falls inside a word: drop that word
+        cut = cut[: cut.rfind(" ")] if " " in cut else ""
+    cut = cut.rstrip()
+    return cut + "…" if cut else ""
+
+
 def marked_evidence(sentence: EvidenceSentence, fmt: str, limit: int) -> Markup:
-    """A sentence with its matched terms emphasised (``**`` in the stored text)."""
-    parts = clean(sentence.marked or sentence.text, one_line=True).split("**")
+    """A sentence with its matched terms emphasised (``**`` in the stored text), on one line,
+    cut at a word boundary to ``limit`` characters: a term is shown whole or not at all, so a
+    cut sentence never ends in a fragment of a term."""
     out: list[str] = []
     room = limit
-    for index, part in enumerate(parts):
+    for piece, term in _split_marks(clean(sentence.marked or sentence.text, one_line=True)):
         if room <= 0:
             break
-        piece = _short(part, room)
-        room -= len(piece)
-        if not piece:
-            continue
-        escaped = _ESCAPERS[fmt](piece)
-        term = index % 2 == 1 and index < len(parts) - 1  # inside a ** pair
-        if term and fmt == "html":
-            out.append(f"<mark>{escaped}</mark>")
-        elif term:
-            out.append(f"**{escaped}**")
-        else:
-            out.append(escaped)
+        if term and len(piece) > room:  # the term does not fit whole: end before it
+            if out:
+                out[-1] = out[-1].rstrip() + "…"
+            break
+        shown = piece if term else _cut_words(piece, room)
+        room -= len(shown)
+        if shown != piece and not shown.endswith("…"):  # not even one more word fits
+            if out:
+                out[-1] = out[-1].rstrip() + "…"
+            break
+        escaped = _ESCAPERS[fmt](shown)
+        out.append(_mark_term(escaped, fmt) if term else escaped)
+        if shown != piece:
+            break  # cut: nothing after the …
     return Markup("".join(out))
 
 
@@ -219,7 +261,55 @@ def alert_context(alert: PendingAlert, *, terms: int = 10) -> dict[str, Any]:
         "terms": [clean(t, one_line=True) for t in alert.terms[:terms]],
         "body": clean(alert.body),
         "language": language_label(alert.language),
+        # A story alert's note (what changed, a burst), shown as its own line.
+        "note": _sentence_case(clean(alert.body, one_line=True)) if alert.kind != "notice" else "",
+        "keys": [alert.alert_key],
     }
+
+
+def _sentence_case(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def story_context(alerts: Sequence[PendingAlert], *, terms: int = 10) -> dict[str, Any]:
+    """The ``alert`` a template sees for one message of several rows (a story's topics): the
+    first row's article, the topics joined ("ceasefire · negotiation"), the loudest severity,
+    every row's terms and key, the note."""
+    first = alerts[0]
+    context = alert_context(first, terms=terms)
+    topics = [clean(a.topic, one_line=True) for a in alerts]
+    context["topic"] = " · ".join(dict.fromkeys(topics))
+    context["topics"] = list(dict.fromkeys(topics))
+    context["severity"] = max((a.severity for a in alerts), key=lambda s: SEVERITY_RANK.get(s, 1))
+    context["terms"] = list(dict.fromkeys(clean(t, one_line=True) for a in alerts for t in a.terms))[:terms]
+    context["keys"] = [a.alert_key for a in alerts]
+    context["id"] = ", ".join(context["keys"])
+    note = next((a.body for a in alerts if a.body), "")
+    context["note"] = _sentence_case(clean(note, one_line=True))
+    return context
+
+
+def story_sections(alerts: Sequence[PendingAlert], fmt: str, count: int, chars: int,
+                   terms: int) -> list[dict[str, Any]]:
+    """Per topic of a message: its score, terms and up to ``count`` evidence sentences; a sentence
+    already shown under an earlier topic is not repeated."""
+    shown: set[str] = set()
+    sections = []
+    for alert in alerts:
+        evidence: list[Markup] = []
+        for sentence in alert.evidence:
+            if len(evidence) >= count:
+                break
+            text = clean(sentence.text, one_line=True)
+            if text in shown:
+                continue
+            shown.add(text)
+            evidence.append(marked_evidence(sentence, fmt, chars))
+        sections.append({"topic": clean(alert.topic, one_line=True), "severity": alert.severity,
+                         "score": f"{alert.score:.1f}", "threshold": f"{alert.threshold:.1f}",
+                         "terms": [clean(t, one_line=True) for t in alert.terms[:terms]],
+                         "evidence": evidence})
+    return sections
 
 
 class Renderer:
@@ -266,20 +356,31 @@ class Renderer:
 
     def alert(self, alert: PendingAlert) -> Message:
         """One alert, cut to fit: evidence first, never the link or the alert id."""
-        title = self._title(self._render(self.title_tpl, alert=alert_context(alert)))
+        return self.message([alert])
+
+    def message(self, alerts: Sequence[PendingAlert]) -> Message:
+        """One message for the rows of one story follow-up (``pacing.message_groups``), or one row:
+        every topic with its evidence, cut to fit: evidence first, never the link or the ids."""
+        single = len(alerts) == 1
+        title = self._title(self._render(self.title_tpl, alert=alert_context(alerts[0]) if single
+                                         else story_context(alerts)))
         room = self.body_limit - (0 if self.title_limit > 0 else self.measure(title) + 8)
         body = ""
         for count, chars, terms in EVIDENCE_STEPS:
-            evidence = [marked_evidence(e, self.fmt, chars) for e in alert.evidence[:count]]
-            body = self._render(self.body_tpl, alert=alert_context(alert, terms=terms),
-                                evidence=evidence, format=self.fmt)
+            context = alert_context(alerts[0], terms=terms) if single else story_context(alerts, terms=terms)
+            sections = story_sections(alerts, self.fmt, count, chars, terms)
+            evidence = [e for section in sections for e in section["evidence"]]
+            body = self._render(self.body_tpl, alert=context, evidence=evidence, sections=sections,
+                                format=self.fmt)
             if self.measure(body) <= room:
                 return self._with_title(title, body)
-        return self._with_title(title, self._force_fit(body, alert, room))
+        return self._with_title(title, self._force_fit(body, alerts, room))
 
-    def _force_fit(self, body: str, alert: PendingAlert, room: int) -> str:
+    def _force_fit(self, body: str, alerts: Sequence[PendingAlert], room: int) -> str:
         """Last resort for a custom template still too long: cut, then re-add link and id."""
-        tail = "\n".join(x for x in (safe_url(alert.url), f"Alert id: {alert.alert_key}") if x)
+        alert = alerts[0]
+        ids = ", ".join(a.alert_key for a in alerts)
+        tail = "\n".join(x for x in (safe_url(alert.url), f"Alert id: {ids}") if x)
         keep = max(room - self.measure(tail) - 3, 0)
         cut = body[:keep]
         while self.measure(cut) > keep:
@@ -290,16 +391,19 @@ class Renderer:
                reason: str) -> list[tuple[Message, list[PendingAlert]]]:
         """Alerts grouped by topic, split into as many messages as the limit needs.
 
-        Each part lists complete entries (title, source, link, id); an alert is
-        never cut in half, so every link arrives whole.
+        A story is one entry (all its rows, follow-ups included: its topics, its newest
+        article, a one-line why); when the digest holds stories, entries go newest first.
+        Each part lists complete entries (title, source, link, id); an entry is never cut
+        in half, so every link arrives whole.
         """
-        parts: list[list[PendingAlert]] = []
-        current: list[PendingAlert] = []
-        for alert in alerts:
-            trial = [*current, alert]
+        entries = digest_entries(alerts)
+        parts: list[list[list[PendingAlert]]] = []
+        current: list[list[PendingAlert]] = []
+        for entry in entries:
+            trial = [*current, entry]
             if current and self.measure(self._digest_body(trial, reason, 99, 99)) > self._digest_room():
                 parts.append(current)
-                current = [alert]
+                current = [entry]
             else:
                 current = trial
         if current:
@@ -311,25 +415,74 @@ class Renderer:
                 body = body[: self._digest_room()]  # one entry alone over the limit: rare
             title = self._title(self._render(
                 self.digest_title_tpl, **self._digest_context(part, reason, number, len(parts))))
-            out.append((self._with_title(title, body), part))
+            out.append((self._with_title(title, body), [a for entry in part for a in entry]))
         return out
 
     def _digest_room(self) -> int:
         return self.body_limit - (0 if self.title_limit > 0 else 120)
 
-    def _digest_context(self, alerts: Sequence[PendingAlert], reason: str, part: int,
+    def _digest_context(self, entries: Sequence[Sequence[PendingAlert]], reason: str, part: int,
                         parts: int) -> dict[str, Any]:
         groups: dict[str, list[dict[str, Any]]] = {}
-        for alert in alerts:
-            context = alert_context(alert, terms=3)
+        for entry in entries:
+            newest = entry[-1]
+            context = alert_context(newest, terms=3) if len(entry) == 1 else story_context(
+                _story_rows(entry), terms=3)
+            if len(entry) > 1:
+                context.update(title=clean(newest.title, one_line=True), url=safe_url(newest.url),
+                               source=clean(newest.source, one_line=True), published=_when(newest.published))
+                keys = [a.alert_key for a in entry]
+                context["id"] = ", ".join(keys[:3]) + (f" (+{len(keys) - 3})" if len(keys) > 3 else "")
             context["title"] = _short(context["title"], 200)
             context["body"] = _short(context["body"], 300)
-            topic = "newsmon" if alert.kind == "notice" else context["topic"]
+            context["why"] = _short(_why(entry), 200) if newest.story_id else ""
+            topic = "newsmon" if newest.kind == "notice" else context["topic"]
             groups.setdefault(topic, []).append(context)
+        # ``total`` counts entries: a story is one alert however many rows it has.
         return {"groups": [{"topic": t, "alerts": a} for t, a in groups.items()],
-                "total": len(alerts), "reason": reason, "part": part, "parts": parts,
-                "format": self.fmt}
+                "total": len(entries), "reason": reason, "part": part, "parts": parts,
+                "format": self.fmt, "entries": len(entries)}
 
-    def _digest_body(self, alerts: Sequence[PendingAlert], reason: str, part: int,
+    def _digest_body(self, entries: Sequence[Sequence[PendingAlert]], reason: str, part: int,
                      parts: int) -> str:
-        return self._render(self.digest_tpl, **self._digest_context(alerts, reason, part, parts))
+        return self._render(self.digest_tpl, **self._digest_context(entries, reason, part, parts))
+
+
+def _story_rows(entry: Sequence[PendingAlert]) -> list[PendingAlert]:
+    """A story's digest rows with one row per topic (the newest of each), oldest first."""
+    by_topic: dict[str, PendingAlert] = {}
+    for alert in entry:
+        by_topic[alert.topic] = alert
+    rows = sorted(by_topic.values(), key=lambda a: a.id)
+    return rows
+
+
+def _why(entry: Sequence[PendingAlert]) -> str:
+    """A story entry's one line: its newest note, else what matched and how strongly."""
+    note = next((clean(a.body, one_line=True) for a in reversed(entry) if a.body), "")
+    if note:
+        return _sentence_case(note)
+    best: dict[str, PendingAlert] = {}
+    for alert in entry:
+        if alert.topic not in best or alert.score > best[alert.topic].score:
+            best[alert.topic] = alert
+    return "Matched " + ", ".join(f"{clean(t, one_line=True)} ({a.score:.1f} / {a.threshold:.1f})"
+                                  for t, a in best.items())
+
+
+def _newest(entry: Sequence[PendingAlert]) -> datetime:
+    return max(a.published or a.created_at for a in entry)
+
+
+def digest_entries(alerts: Sequence[PendingAlert]) -> list[list[PendingAlert]]:
+    """A digest's entries: a story's rows together (every follow-up of it), any other row alone;
+    with stories among them, newest first (a backlog reads from the latest news down),
+    else in the rows' order."""
+    entries: dict[tuple[str, ...], list[PendingAlert]] = {}
+    for alert in sorted(alerts, key=lambda a: a.id):
+        key = ("story", alert.story_id) if alert.story_id else ("row", str(alert.id))
+        entries.setdefault(key, []).append(alert)
+    ordered = list(entries.values())
+    if any(entry[0].story_id for entry in ordered):
+        ordered.sort(key=_newest, reverse=True)
+    return ordered

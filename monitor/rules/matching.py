@@ -24,7 +24,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
 from monitor.analysis.analyser import AnalysedArticle, Analyser, FieldText
-from monitor.rules.ruleset import LeafSpec, RuleSet, compile_regex
+from monitor.rules.ruleset import LeafSpec, Node, RuleSet, compile_regex
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,11 @@ class CompiledRules:
         self._wild = _WildcardIndex(nlp.vocab)
         self._key_leaf: dict[int, int] = {}
         self._regexes: list[tuple[int, Any]] = []
+        # A regex runs only over the fields where a rule can count it: each match costs
+        # a char_span and an Occurrence, and "is there a headline" ('\\w' in the title)
+        # would otherwise match every word of the body (a fifth of the pack's cost).
+        self._leaf_fields = matcher_fields(ruleset)
+        self._regex_fields: dict[int, frozenset[str] | None] = {}
         self._entities: list[tuple[int, LeafSpec]] = []
         self._compile(ruleset.leaves)
 
@@ -229,6 +234,7 @@ class CompiledRules:
                 continue  # another language's term: never looked for in this one's articles
             if leaf.kind == "regex":
                 self._regexes.append((i, compile_regex(leaf.text, case=leaf.case)))
+                self._regex_fields[i] = self._leaf_fields.get(i)
                 continue
             if leaf.kind == "entity":
                 self._entities.append((i, leaf))
@@ -279,6 +285,9 @@ class CompiledRules:
             for leaf, start, end in self._wild.find(doc):
                 found[leaf].append(self._occ(ft, leaf, start, end))
             for leaf, rx in self._regexes:
+                wanted = self._regex_fields[leaf]
+                if wanted is not None and ft.name not in wanted:
+                    continue
                 for n, m in enumerate(rx.finditer(ft.text)):
                     if n >= MAX_REGEX_MATCHES:
                         break
@@ -311,6 +320,36 @@ class CompiledRules:
             leaf=leaf, field=ft.name, sent=ft.sentence_of(start), start=start, end=end,
             cstart=cstart, cend=cend, text=ft.text[cstart:cend],
         )
+
+
+def matcher_fields(ruleset: RuleSet) -> dict[int, frozenset[str] | None]:
+    """Leaf index → the analysed fields its occurrences can count in (None: any field).
+
+    A node's ``fields`` narrow its subtree; ``lede`` is part of the body field. A leaf
+    named under ``except_near`` (checked near another occurrence, wherever it is) or
+    anywhere without a restriction can count in every field."""
+    restricted: dict[int, set[str]] = defaultdict(set)
+    anywhere: set[int] = set()
+
+    def visit(node: Node, fields: frozenset[str] | None) -> None:
+        if node.fields is not None:
+            fields = node.fields if fields is None else fields & node.fields
+        for near in node.except_near:
+            visit(near, None)
+        if node.kind == "leaf":
+            if fields is None:
+                anywhere.add(node.leaf)
+            else:
+                restricted[node.leaf].update("body" if f == "lede" else f for f in fields)
+        for child in node.children:
+            visit(child, fields)
+
+    for topic in ruleset.topics:
+        for root in (topic.terms, *topic.require, *topic.exclude):
+            visit(root, None)
+    out: dict[int, frozenset[str] | None] = {leaf: frozenset(f) for leaf, f in restricted.items()}
+    out.update(dict.fromkeys(anywhere))
+    return out
 
 
 def _term_text(leaf: LeafSpec, language: str) -> str | None:

@@ -84,10 +84,10 @@ class Runtime:
     def build(cls, config: Config, *, workers: int | None = None,
               observer: Callable[[Sequence[ProcessedArticle]], None] | None = None) -> Runtime:
         deliverer = Deliverer(config.channels, config.delivery)  # validates channel URLs first
-        storage = open_storage(config.database_path())
+        storage = open_storage(config.database_target())
         try:
             storage.feeds.sync((f.url, f.name, f.tags) for f in config.feeds)
-            delivery_storage = open_storage(config.database_path())
+            delivery_storage = open_storage(config.database_target())
         except StoreError:
             storage.close()
             raise

@@ -117,10 +117,14 @@ class Daemon:
         """
         config = self.config
         unrouted = await asyncio.to_thread(validate_rules, config)
-        if self.role == "full":  # one daemon per database; helpers cooperate via claims
+        # One daemon per SQLite file (flock); helpers cooperate via claims. PostgreSQL has no
+        # file: its processes coordinate by claims and row locks (docs/postgresql.md), and
+        # open_storage refuses a foreign database there.
+        if self.role == "full" and not config.is_postgres:
             self._lock = DaemonLock.acquire(config.database_path())
-        # Refuse an emptied, foreign or corrupt file before anything writes to it.
-        await asyncio.to_thread(check_database, config.database_path(), init=self.init)
+        if not config.is_postgres:
+            # Refuse an emptied, foreign or corrupt file before anything writes to it.
+            await asyncio.to_thread(check_database, config.database_path(), init=self.init)
         self.runtime = Runtime.build(config, observer=self.metrics.observe_processed)
         ops, db = self.runtime.storage.ops, self.runtime.pipeline.db
         if self.role == "full":  # a helper leaves the daemon's facts alone
@@ -159,7 +163,7 @@ class Daemon:
                   "poll": " (poll-only helper)"}[self.role]
         log.info("newsmon running%s: %d feeds, %d channels, database %s", helper,
                  len(enabled_feeds(config)) if self.role != "delivery" else 0,
-                 len(config.channels), config.database_path())
+                 len(config.channels), config.database_label())
 
     async def _note_unrouted(self, topics: Sequence[str]) -> None:
         """Log once per topic that its matches reach no channel; keep the list for status."""
@@ -510,7 +514,7 @@ class Daemon:
         if self.stopping.is_set():
             return
         idle = self.progress.inflight == 0
-        path, settings = self.config.database_path(), self.config.service
+        path, settings = self.config.database_target(), self.config.service
 
         def work() -> str:
             storage = open_storage(path)

@@ -36,7 +36,6 @@ from monitor.analysis.extract import build_article
 from monitor.config import Config, FeedConfig
 from monitor.delivery.routing import admin_channels, route
 from monitor.identity import (
-    StoryAlertPolicy,
     article_key,
     backlog_poll,
     item_planner,
@@ -79,7 +78,7 @@ from monitor.records import FeedRecord, RecordResult, to_second, utcnow
 from monitor.runtime.cycles import CycleReport, CycleTally, PollOutcome
 from monitor.runtime.dbthread import StorageThread
 from monitor.runtime.processor import ArticleProcessor, ItemFailure
-from monitor.runtime.stories import LazyStoryKeeper
+from monitor.runtime.stories import LazyStoryKeeper, story_options
 from monitor.storage import StoreError
 
 __all__ = ["AfterRecordHook", "FetchedFeed", "Pipeline", "PollPlan", "RecordedItem", "Selection",
@@ -161,8 +160,7 @@ class Pipeline:
         self.after_record: list[AfterRecordHook] = []
         # Story per new article, before its write (alerts per story); None: per article.
         self.stories: LazyStoryKeeper | None = (
-            LazyStoryKeeper(storage, policy=StoryAlertPolicy(
-                outlets_step=config.delivery.follow_up_outlets))
+            LazyStoryKeeper(storage, **story_options(config.delivery))
             if config.delivery.per_story else None)
         # Their clock: monotonic, so a wall-clock step cannot stretch a pause; tests move it.
         self.clock: Callable[[], float] = time.monotonic

@@ -11,6 +11,10 @@ from the database at start-up), every change written to the story tables
 (``storage/stories.py``) before the item write. Article ids are article keys
 (``identity.article_key``), known before the article row exists; an article
 assigned before a crash gets its stored assignment back when re-run.
+
+Bursts: for an article with matches, the story's and each topic's recent rate (when their
+articles were first seen, read from storage) go to ``stories.bursts.judge``; a burst is
+given to ``plan_item`` in the context (severity raised, the message says so).
 """
 
 from __future__ import annotations
@@ -18,13 +22,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from monitor.identity import StoryAlertPolicy, StoryContext, article_key, channel_story_states
+from monitor.config import DeliverySettings
+from monitor.identity import (
+    StoryAlertPolicy,
+    StoryBurst,
+    StoryContext,
+    ToldAlert,
+    article_key,
+    channel_story_states,
+)
 from monitor.models import ProcessedArticle
 from monitor.storage.db import Connection
 from monitor.storage.stories import StoryRepository
 from monitor.stories import ArticleFeatures, Assignment, StoryAssigner, StoryConfig, features_from_article
+from monitor.stories.bursts import BurstPolicy, judge, strongest
 from monitor.stories.features import outlet_of
 from monitor.stories.stored import (
     StoredStoryIndex,
@@ -43,15 +57,29 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def story_options(delivery: DeliverySettings) -> dict[str, Any]:
+    """The keeper's alert policy and burst policy from the ``delivery`` settings."""
+    wanted = set(delivery.follow_up_on)
+    policy = StoryAlertPolicy(outlets_step=delivery.follow_up_outlets, on_new_topic="topic" in wanted,
+                              on_new_facts="facts" in wanted, on_burst="burst" in wanted)
+    settings = delivery.bursts
+    bursts = BurstPolicy(window=timedelta(seconds=settings.window),
+                         baseline=timedelta(seconds=settings.baseline), factor=settings.factor,
+                         min_articles=settings.min_articles,
+                         min_history=timedelta(seconds=settings.min_history)) if settings.enabled else None
+    return {"policy": policy, "bursts": bursts}
+
+
 class StoryKeeper:
     """Owns the assigner and its storage; one per pipeline (one thread)."""
 
     def __init__(self, repository: StoryRepository, *, config: StoryConfig | None = None,
                  policy: StoryAlertPolicy | None = None, clock: Callable[[], datetime] = _now,
-                 in_memory_window: bool = True) -> None:
+                 in_memory_window: bool = True, bursts: BurstPolicy | None = None) -> None:
         self.repository = repository
         self.config = config or StoryConfig()
         self.policy = policy or StoryAlertPolicy()
+        self.bursts = bursts  # None: no burst detection
         self.clock = clock
         self.index: WindowStoryIndex | StoredStoryIndex
         if in_memory_window:
@@ -109,18 +137,35 @@ class StoryKeeper:
             self.index.prune(window_start(moment, self.config.window))
         return assignment
 
-    def context(self, assignment: Assignment) -> StoryContext:
-        """What ``identity.plan_item`` needs: the story's outlets and each channel's alerts of it."""
+    def context(self, assignment: Assignment, topics: tuple[str, ...] = ()) -> StoryContext:
+        """What ``identity.plan_item`` needs: the story's outlets, each channel's alerts of it, and
+        a burst of the story or of one of ``topics`` (the article's matched topics)."""
         story = self.index.story(assignment.story_id)
         outlets = len(story.outlets) if story is not None else 0
-        alerts = [(a.channel, a.topic, a.alert_key, a.outlets)
+        alerts = [ToldAlert(a.channel, a.topic, a.alert_key, a.outlets, a.evidence, a.note)
                   for a in self.repository.story_alerts(assignment.story_id)]
         return StoryContext(story_id=assignment.story_id, outlets=outlets,
-                            channels=channel_story_states(alerts, assignment.story_id), policy=self.policy)
+                            channels=channel_story_states(alerts, assignment.story_id), policy=self.policy,
+                            burst=self.burst(assignment, topics) if topics else None)
+
+    def burst(self, assignment: Assignment, topics: tuple[str, ...]) -> StoryBurst | None:
+        """A burst of the article's story or of one of its topics, judged on the rates stored."""
+        if self.bursts is None:
+            return None
+        policy, now = self.bursts, self.clock()
+        since = now - policy.window - policy.baseline
+        found = [judge(self.repository.story_seen_times(assignment.story_id, since),
+                       self.repository.story_first_seen(assignment.story_id), now, policy=policy)]
+        for topic in dict.fromkeys(topics):
+            found.append(judge(self.repository.topic_match_times(topic, since),
+                               self.repository.topic_first_match(topic), now, subject=f"topic {topic}",
+                               policy=policy))
+        chosen = strongest(found)
+        return StoryBurst(chosen.note) if chosen else None
 
     def plan_context(self, processed: ProcessedArticle) -> StoryContext:
         """``assign`` then ``context``: the one call the pipeline's record step makes per new article."""
-        return self.context(self.assign(processed))
+        return self.context(self.assign(processed), tuple(m.topic for m in processed.matches))
 
 
 class LazyStoryKeeper:

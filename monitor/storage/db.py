@@ -1,12 +1,17 @@
-"""The SQLite connection every repository shares: opening, the write transaction,
-and sqlite errors turned into ``StoreError`` with a message an operator can act on."""
+"""The connection every repository shares: opening, the write transaction, and
+driver errors turned into ``StoreError`` with a message an operator can act on.
+
+This module is the SQLite dialect (the embedded default). ``storage/postgres.py``
+gives the same ``Connection`` interface over PostgreSQL, so the repositories run
+unchanged on both; the few places where the dialects truly differ ask the
+connection (``dialect``, ``lock_key``, ``skip_locked``)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,10 +21,12 @@ from sqlite_utils import Database
 from monitor.errors import StorageError
 from monitor.records import iso, parse_iso, utcnow
 
-__all__ = ["BUSY_TIMEOUT_S", "Connection", "StoreError", "check_database", "connect", "errors",
-           "iso", "iso_up", "last_id", "parse_iso", "utcnow"]
+__all__ = ["BUSY_TIMEOUT_S", "POSTGRESQL", "SQLITE", "Connection", "StoreError", "check_database",
+           "connect", "errors", "iso", "iso_up", "last_id", "parse_iso", "register_driver_errors",
+           "utcnow"]
 
 BUSY_TIMEOUT_S = 10.0
+SQLITE, POSTGRESQL = "sqlite", "postgresql"  # ``Connection.dialect``
 
 
 class StoreError(StorageError):
@@ -129,9 +136,22 @@ def check_database(path: Path, *, init: bool = False) -> None:
         conn.close()
 
 
+# Other drivers' error types and how each becomes a StoreError (``register_driver_errors``):
+# db.py must not import an optional driver, so the PostgreSQL module registers its own.
+_DRIVER_ERRORS: list[tuple[type[BaseException], Callable[[str, BaseException], StoreError]]] = []
+
+
+def register_driver_errors(kind: type[BaseException],
+                           translate: Callable[[str, BaseException], StoreError]) -> None:
+    """Have ``errors()`` turn ``kind`` (a driver's base error) into ``translate(action, exc)``."""
+    if all(known is not kind for known, _ in _DRIVER_ERRORS):
+        _DRIVER_ERRORS.append((kind, translate))
+
+
 @contextmanager
 def errors(action: str) -> Iterator[None]:
-    """Turn sqlite errors into StoreError with a message an operator can act on."""
+    """Turn database errors (sqlite, or a registered driver's) into StoreError with a
+    message an operator can act on."""
     try:
         yield
     except sqlite3.OperationalError as exc:
@@ -145,14 +165,51 @@ def errors(action: str) -> Iterator[None]:
         raise StoreError(f"{action}: {text}") from exc
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{action}: {exc}") from exc
+    except Exception as exc:
+        for kind, translate in _DRIVER_ERRORS:
+            if isinstance(exc, kind):
+                raise translate(action, exc) from exc
+        raise
 
 
 class Connection:
-    """One open database file, shared by the repositories of one ``Storage``."""
+    """One open database file, shared by the repositories of one ``Storage``.
+
+    The SQLite dialect; ``storage.postgres.PostgresConnection`` is the other one.
+    """
+
+    dialect = SQLITE
 
     def __init__(self, db: Database, path: Path) -> None:
         self.db = db
-        self.path = Path(path)
+        self._path = Path(path)
+
+    @property
+    def path(self) -> Path:
+        """The database file (SQLite only: a PostgreSQL connection has none)."""
+        return self._path
+
+    @property
+    def label(self) -> str:
+        """What messages and ``newsmon status`` call this database (never a password)."""
+        return str(self._path)
+
+    def lock_key(self, namespace: str, key: str) -> None:
+        """Serialise writers on ``(namespace, key)`` until the transaction ends.
+
+        Nothing to do here: ``BEGIN IMMEDIATE`` already holds the whole file's
+        write lock. PostgreSQL takes a transaction-scoped advisory lock."""
+
+    def skip_locked(self, table: str) -> str:
+        """The clause that locks a SELECT's rows of ``table`` for this transaction and
+        passes over rows another transaction holds ("" here: the file lock does it)."""
+        return ""
+
+    def has_table(self, name: str) -> bool:
+        """Whether the database holds table ``name`` (an older schema may not)."""
+        with errors("reading the schema"):
+            return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                   (name,)).fetchone() is not None
 
     @contextmanager
     def write(self) -> Iterator[None]:

@@ -116,7 +116,7 @@ class FeedRepository:
             self._db.execute(
                 "UPDATE feeds SET last_poll_at = ?, last_error = ?, last_error_kind = ?,"
                 " last_error_at = ?, consecutive_failures = consecutive_failures + ?,"
-                " failing_since = CASE WHEN ? THEN COALESCE(failing_since, ?)"
+                " failing_since = CASE WHEN ? <> 0 THEN COALESCE(failing_since, ?)"
                 " ELSE failing_since END, next_poll_at = ?, poll_interval = ?, poll_reason = ?"
                 " WHERE id = ?",
                 (now, message[:1000], kind, now, count, count, now, iso(next_poll_at),

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from monitor.identity import ItemPlanner
 from monitor.models import FeedItem, ProcessedArticle
 from monitor.records import RecordResult
-from monitor.storage.db import Connection, errors, iso, last_id, parse_iso, utcnow
+from monitor.storage.db import SQLITE, Connection, errors, iso, last_id, parse_iso, utcnow
 from monitor.storage.outbox import evidence_json
 
 
@@ -78,6 +78,7 @@ class ItemRepository:
         item, article = processed.item, processed.article
         now = iso(utcnow())
         with errors(f"storing item {item.link or item.guid}"), self._conn.write():
+            self._conn.lock_key("article", article_key)  # PostgreSQL: one writer per article
             existing = self._article_id(article_key)
             if existing is not None:
                 article_id = existing
@@ -93,9 +94,11 @@ class ItemRepository:
                 )
                 article_id = last_id(cur)
                 # The search index, in this transaction: a stored article is always findable.
-                self._db.execute(
-                    "INSERT INTO articles_fts (rowid, title, summary, body) VALUES (?,?,?,?)",
-                    (article_id, article.title, article.summary, article.body))
+                # (PostgreSQL's is a generated column of the row just inserted: schema.py.)
+                if self._conn.dialect == SQLITE:
+                    self._db.execute(
+                        "INSERT INTO articles_fts (rowid, title, summary, body) VALUES (?,?,?,?)",
+                        (article_id, article.title, article.summary, article.body))
             match_ids: list[int] = []
             alert_ids: list[int] = []
             for planned in plan(article_id, existing is not None).matches:
@@ -116,11 +119,12 @@ class ItemRepository:
                         "INSERT OR IGNORE INTO alerts (alert_key, match_id, article_id,"
                         " channel, topic, severity, title, url, source, published, score,"
                         " threshold, terms, evidence, status, attempts, next_attempt_at,"
-                        " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',0,?,?)",
+                        " created_at, story_id, body)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',0,?,?,?,?)",
                         (alert.alert_key, match_id, article_id, alert.channel, match.topic,
-                         match.severity, article.title, article.url, source,
+                         alert.severity or match.severity, article.title, article.url, source,
                          iso(item.published), match.score, match.threshold, terms, evidence,
-                         now, now),
+                         now, now, alert.story_id, alert.note or None),
                     )
                     if cur.rowcount:
                         alert_ids.append(last_id(cur))
@@ -145,7 +149,7 @@ class ItemRepository:
             count, oldest = self._db.execute(
                 "SELECT COUNT(*), MIN(d) FROM (SELECT CASE WHEN published IS NOT NULL"
                 " AND published < first_seen THEN published ELSE first_seen END AS d"
-                " FROM items WHERE feed_id = ? AND first_seen >= ?) WHERE d >= ?",
+                " FROM items WHERE feed_id = ? AND first_seen >= ?) AS dated WHERE d >= ?",
                 (feed_id, cutoff, cutoff),
             ).fetchone()
         if not count:

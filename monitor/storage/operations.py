@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.records import CycleRecord
-from monitor.storage.db import Connection, errors, iso, last_id, parse_iso, utcnow
+from monitor.storage.db import POSTGRESQL, Connection, StoreError, errors, iso, last_id, parse_iso, utcnow
 
 
 def cycle_record(row: dict[str, Any]) -> CycleRecord:
@@ -77,10 +77,18 @@ class OperationsRepository:
     # the file ---------------------------------------------------------------------------
     def schema_version(self) -> int:
         with errors("reading the schema version"):
+            if self._conn.dialect == POSTGRESQL:
+                from monitor.storage.schema import pg_schema_version
+
+                return pg_schema_version(self._db)
             return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def database_bytes(self) -> int:
-        """The database's size on disk: the file plus its WAL."""
+        """The database's size on disk: the file plus its WAL (PostgreSQL: its size)."""
+        if self._conn.dialect == POSTGRESQL:
+            with errors("reading the database size"):
+                return int(self._db.execute("SELECT pg_database_size(current_database())")
+                           .fetchone()[0])
         total = 0
         for suffix in ("", "-wal"):
             part = Path(f"{self._conn.path}{suffix}")
@@ -88,7 +96,11 @@ class OperationsRepository:
         return total
 
     def integrity_check(self) -> str:
+        """SQLite's ``integrity_check``; "ok" on PostgreSQL when the schema is in place
+        (the server checks its own pages: ``data_checksums``, ``amcheck``)."""
         with errors("checking integrity"):
+            if self._conn.dialect == POSTGRESQL:
+                return "ok" if self.schema_version() > 0 else "no newsmon schema"
             return "; ".join(r[0] for r in self._db.execute("PRAGMA integrity_check"))
 
     def backup(self, dest: Path) -> None:
@@ -98,6 +110,10 @@ class OperationsRepository:
         write, page batches keep the lock short).
         """
         dest = Path(dest)
+        if self._conn.dialect == POSTGRESQL:
+            raise StoreError(f"newsmon backs up SQLite files only: back up {self._conn.label}"
+                             " with PostgreSQL's own tools (pg_dump, or base backups and WAL"
+                             " archiving; see docs/postgresql.md)")
         with errors(f"backing up to {dest}"):
             target = sqlite3.connect(str(dest))
             try:
@@ -124,7 +140,11 @@ class OperationsRepository:
         return int(cur.rowcount)
 
     def free_fraction(self) -> float:
-        """The share of the file that is free pages (what VACUUM would give back)."""
+        """The share of the file that is free pages (what VACUUM would give back).
+
+        0.0 on PostgreSQL: autovacuum reuses dead space; ``VACUUM FULL`` is an operator's call."""
+        if self._conn.dialect == POSTGRESQL:
+            return 0.0
         with errors("reading page counts"):
             pages = self._db.execute("PRAGMA page_count").fetchone()[0]
             free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
@@ -136,6 +156,12 @@ class OperationsRepository:
         VACUUM rewrites the whole file and holds the write lock meanwhile, so
         the daemon asks for it only when idle and when enough pages are free.
         """
+        if self._conn.dialect == POSTGRESQL:
+            # Autocommit: VACUUM cannot run inside a transaction; ANALYZE is the planner's
+            # statistics, as PRAGMA optimize. No checkpoint: the server runs its own.
+            with errors("optimising the database"):
+                self._db.execute("VACUUM (ANALYZE)" if vacuum else "ANALYZE")
+            return
         with errors("optimising the database"):
             self._db.execute("PRAGMA optimize")
             if vacuum:

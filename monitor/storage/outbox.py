@@ -62,7 +62,7 @@ def pending_alert(row: dict[str, Any]) -> PendingAlert:
         terms=tuple(json.loads(row["terms"] or "[]")),
         created_at=parse_iso(row["created_at"]) or utcnow(), attempts=row["attempts"] or 0,
         kind=row["kind"] or "match", body=row["body"] or "",
-        language=row.get("article_language"),
+        language=row.get("article_language"), story_id=row.get("story_id"),
     )
 
 
@@ -134,6 +134,8 @@ class OutboxRepository:
         """
         moment = iso(now or utcnow())
         with errors(f"claiming alerts on {channel}"), self._conn.write():
+            # PostgreSQL: claims on one channel one at a time (SQLite's file lock does it)
+            self._conn.lock_key("claim", channel)
             holders = [r[0] for r in self._db.execute(
                 "SELECT DISTINCT claimed_by FROM alerts WHERE channel = ? AND status = 'pending'"
                 " AND claimed_by IS NOT NULL AND claimed_by != ? AND claimed_until > ?",
@@ -142,7 +144,8 @@ class OutboxRepository:
                 return None
             rows = list(self._db.query(
                 f"{_SELECT_DUE} WHERE status = 'pending' AND channel = ? AND"
-                " (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?",
+                " (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?"
+                f"{self._conn.skip_locked('alerts')}",
                 (channel, moment, limit)))
             self._db.conn.executemany(
                 "UPDATE alerts SET claimed_by = ?, claimed_until = ?, sending_since = NULL"
@@ -242,7 +245,7 @@ class OutboxRepository:
                 "INSERT INTO channel_state (channel, failures, blocked_until, last_error,"
                 " failing_since, last_failure_at) VALUES (?, 1, ?, ?, ?, ?)"
                 " ON CONFLICT(channel) DO UPDATE SET"
-                " failures = failures + 1, blocked_until = excluded.blocked_until,"
+                " failures = channel_state.failures + 1, blocked_until = excluded.blocked_until,"
                 " last_error = excluded.last_error, last_failure_at = excluded.last_failure_at,"
                 " failing_since = COALESCE(channel_state.failing_since, excluded.failing_since)",
                 (channel, iso_up(retry_at), error[:500], moment, moment))
@@ -259,8 +262,10 @@ class OutboxRepository:
         """Every channel with a state or outbox rows: successes, failures, counts."""
         with errors("reading channel health"):
             counts = {r[0]: (r[1] or 0, r[2] or 0, r[3] or 0) for r in self._db.execute(
-                "SELECT channel, SUM(status = 'pending'), SUM(status = 'dead'),"
-                " SUM(status = 'pending' AND claimed_by IS NOT NULL) FROM alerts"
+                "SELECT channel, SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END),"
+                " SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END),"
+                " SUM(CASE WHEN status = 'pending' AND claimed_by IS NOT NULL THEN 1 ELSE 0 END)"
+                " FROM alerts"
                 " GROUP BY channel")}
             states = {r[0]: r for r in self._db.execute(
                 "SELECT channel, failures, last_sent_at, last_error, failing_since,"

@@ -115,7 +115,7 @@ class ReadModels:
         """Everything ``newsmon status`` judges (see ``monitor.runtime.status``)."""
         ops = OperationsRepository(self._conn)
         return StatusFigures(
-            database=str(self._conn.path), database_bytes=ops.database_bytes(),
+            database=self._conn.label, database_bytes=ops.database_bytes(),
             schema_version=ops.schema_version(), feeds=tuple(self.feed_health()),
             alert_counts=OutboxRepository(self._conn).counts(),
             daemon={k: ops.get_meta(f"daemon_{k}")
@@ -219,33 +219,50 @@ def _loads(text: str | None) -> tuple[Any, ...]:
     return tuple(json.loads(text)) if text else ()
 
 
-def latest_matches(connection: Connection, *, per_topic: int = 5) -> dict[str, list[MatchedArticleRow]]:
-    """The newest matched articles of each topic, newest topic activity first."""
+# Every topic that has a match, read from the (topic, created_at) index by skipping from one
+# topic to the next (a handful of index seeks, never a scan of the matches).
+_MATCHED_TOPICS = (
+    "WITH RECURSIVE t(topic) AS (SELECT MIN(topic) FROM matches UNION ALL"
+    " SELECT (SELECT MIN(topic) FROM matches WHERE topic > t.topic) FROM t WHERE t.topic IS NOT NULL)"
+    " SELECT topic FROM t WHERE topic IS NOT NULL")
+
+
+def matched_topic_ids(connection: Connection) -> list[str]:
+    """The topics with at least one stored match."""
     with errors("reading matches"):
-        rows = connection.db.execute(
-            "SELECT article_id, topic, title, url, score, threshold, severity, created_at FROM ("
-            " SELECT m.article_id, m.topic, a.title, a.url, m.score, m.threshold, m.severity,"
-            " m.created_at, ROW_NUMBER() OVER (PARTITION BY m.topic ORDER BY m.id DESC) AS n"
-            " FROM matches m JOIN articles a ON a.id = m.article_id)"
-            " WHERE n <= ? ORDER BY created_at DESC", (per_topic,)).fetchall()
+        return [str(r[0]) for r in connection.db.execute(_MATCHED_TOPICS)]
+
+
+def latest_matches(connection: Connection, *, per_topic: int = 5) -> dict[str, list[MatchedArticleRow]]:
+    """The newest matched articles of each topic, newest topic activity first (per topic
+    an index range read of ``matches(topic, created_at)``)."""
     out: dict[str, list[MatchedArticleRow]] = {}
-    for r in rows:
-        out.setdefault(r[1], []).append(MatchedArticleRow(
-            article_id=r[0], topic=r[1], title=r[2] or "", url=r[3], score=r[4],
-            threshold=r[5], severity=r[6], matched_at=parse_iso(r[7])))
-    return out
+    with errors("reading matches"):
+        for topic in matched_topic_ids(connection):
+            rows = connection.db.execute(
+                "SELECT m.article_id, m.topic, a.title, a.url, m.score, m.threshold, m.severity,"
+                " m.created_at FROM matches m JOIN articles a ON a.id = m.article_id"
+                " WHERE m.topic = ? ORDER BY m.created_at DESC, m.id DESC LIMIT ?",
+                (topic, per_topic)).fetchall()
+            out[topic] = [MatchedArticleRow(
+                article_id=r[0], topic=r[1], title=r[2] or "", url=r[3], score=r[4],
+                threshold=r[5], severity=r[6], matched_at=parse_iso(r[7])) for r in rows]
+    newest = {t: max((r.matched_at.isoformat() if r.matched_at else "") for r in rows)
+              for t, rows in out.items() if rows}
+    return {t: out[t] for t in sorted(newest, key=lambda t: newest[t], reverse=True)}
 
 
 def daily_volume(connection: Connection, *, since: datetime) -> dict[str, dict[str, int]]:
     """Matches per topic per UTC day (``YYYY-MM-DD``) since ``since``: each match
-    alerts once per channel, so this is the alert volume an analyst reads."""
-    with errors("reading match volume"):
-        rows = connection.db.execute(
-            "SELECT topic, substr(created_at, 1, 10) AS day, COUNT(*) FROM matches"
-            " WHERE created_at >= ? GROUP BY topic, day", (iso(since),)).fetchall()
+    alerts once per channel, so this is the alert volume an analyst reads. Per topic a
+    covering range read of ``matches(topic, created_at)``: the window's rows only."""
     out: dict[str, dict[str, int]] = {}
-    for topic, day, count in rows:
-        out.setdefault(topic, {})[day] = int(count)
+    with errors("reading match volume"):
+        for topic in matched_topic_ids(connection):
+            for day, count in connection.db.execute(
+                    "SELECT substr(created_at, 1, 10) AS day, COUNT(*) FROM matches"
+                    " WHERE topic = ? AND created_at >= ? GROUP BY day", (topic, iso(since))):
+                out.setdefault(topic, {})[day] = int(count)
     return out
 
 
@@ -259,8 +276,9 @@ def article_detail(connection: Connection, article_id: int) -> ArticleDetail | N
         if a is None:
             return None
         sources = [r[0] for r in db.execute(
-            "SELECT DISTINCT coalesce(nullif(f.name, ''), f.url) FROM items i"
-            " JOIN feeds f ON f.id = i.feed_id WHERE i.article_id = ? ORDER BY i.id", (article_id,))]
+            "SELECT coalesce(nullif(f.name, ''), f.url) AS feed FROM items i"
+            " JOIN feeds f ON f.id = i.feed_id WHERE i.article_id = ? GROUP BY feed"
+            " ORDER BY MIN(i.id)", (article_id,))]
         matches = db.execute(
             "SELECT id, topic, score, threshold, severity, terms, hits, evidence, created_at"
             " FROM matches WHERE article_id = ? ORDER BY score DESC", (article_id,)).fetchall()
@@ -384,3 +402,69 @@ def story_alerts(connection: Connection, story_id: str) -> list[StoryAlertRow]:
     return [StoryAlertRow(id=int(r[0]), article_id=None if r[1] is None else int(r[1]),
                           channel=str(r[2]), topic=r[3], status=str(r[4]),
                           created_at=parse_iso(r[5]), sent_at=parse_iso(r[6])) for r in rows]
+
+
+# --- Atom feeds: a story's alert events -------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AlertEventRow:
+    """One alert event: an article that made its story (or, without stories, itself) alert,
+    on any channel, for one or more topics; ``alerted_at`` is its first outbox row's time."""
+
+    story_id: str | None
+    article_id: int
+    alerted_at: datetime | None
+    topics: tuple[str, ...]
+    title: str
+    url: str | None
+    label: str | None  # the story's label when there is a story
+    follow_up: bool  # not the story's first alert event
+
+
+_ROWS_PER_EVENT = 16  # outbox rows read per wanted event (topics x channels of one article)
+
+
+def alert_events(connection: Connection, *, topic: str | None = None,
+                 limit: int = 50) -> list[AlertEventRow]:
+    """The newest alert events (``alerts`` of kind ``match``, grouped by story and article),
+    newest first; with ``topic``, only events that alerted for it."""
+    has_stories = connection.has_table("stories")
+    label = "(SELECT s.label FROM stories s WHERE s.story_id = e.story_id)" if has_stories else "NULL"
+    topic_clause = " AND topic = ?" if topic else ""
+    # The candidates: the articles of the newest outbox rows (read backwards by id, stopping
+    # early); then all the match rows of those articles, grouped into events.
+    with errors("reading alert events"):
+        rows = connection.db.execute(
+            "SELECT e.story_id, e.article_id, e.at, e.topics, ar.title, ar.url, " + label + ","
+            " (SELECT COUNT(DISTINCT b.article_id) FROM alerts b WHERE e.story_id IS NOT NULL"
+            "  AND b.story_id = e.story_id AND b.kind = 'match' AND b.created_at < e.at)"
+            " FROM (SELECT a.story_id, a.article_id, MIN(a.created_at) AS at,"
+            "  group_concat(DISTINCT a.topic) AS topics FROM alerts a"
+            "  WHERE a.kind = 'match' AND a.article_id IN (SELECT article_id FROM ("
+            "   SELECT article_id FROM alerts WHERE kind = 'match' AND article_id IS NOT NULL"
+            + topic_clause + " ORDER BY id DESC LIMIT ?) AS recent)"
+            "  GROUP BY a.story_id, a.article_id ORDER BY at DESC, a.article_id DESC"
+            "  LIMIT ?) e JOIN articles ar ON ar.id = e.article_id ORDER BY e.at DESC, e.article_id DESC",
+            (*([topic] if topic else []), limit * _ROWS_PER_EVENT, limit)).fetchall()
+    return [AlertEventRow(story_id=None if r[0] is None else str(r[0]), article_id=int(r[1]),
+                          alerted_at=parse_iso(r[2]),
+                          topics=tuple(sorted(set(str(r[3]).split(",")))) if r[3] else (),
+                          title=r[4] or "", url=r[5], label=r[6], follow_up=bool(r[7]))
+            for r in rows]
+
+
+def matches_of(connection: Connection, article_ids: Sequence[int]) -> dict[int, list[StoredMatch]]:
+    """The stored matches of these articles (best score first), by article."""
+    out: dict[int, list[StoredMatch]] = {}
+    ids = list(dict.fromkeys(article_ids))
+    with errors("reading matches"):
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for m in connection.db.execute(
+                    "SELECT id, topic, score, threshold, severity, terms, hits, evidence, created_at,"
+                    f" article_id FROM matches WHERE article_id IN ({','.join('?' * len(chunk))})"
+                    " ORDER BY score DESC", chunk):
+                out.setdefault(int(m[9]), []).append(StoredMatch(
+                    id=m[0], topic=m[1], score=m[2], threshold=m[3], severity=m[4],
+                    terms=_loads(m[5]), hits=_loads(m[6]), evidence=_loads(m[7]),
+                    created_at=parse_iso(m[8])))
+    return out

@@ -20,8 +20,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from monitor.storage.db import Connection, errors, iso, parse_iso
+from monitor.storage.db import POSTGRESQL, Connection, errors, iso, parse_iso
 
 __all__ = ["MARK_END", "MARK_START", "SearchFilters", "SearchHit", "SearchPage", "SearchRepository",
            "fts_query", "strip_marks"]
@@ -103,21 +104,49 @@ class SearchHit:
 class SearchPage:
     query: str
     fts: str  # what was sent to FTS5 ("" = no text query: newest first)
-    total: int
+    total: int  # exact, or a lower bound when ``total_capped``
     page: int
     per_page: int
     hits: tuple[SearchHit, ...] = field(default=())
+    total_capped: bool = False  # more than ``total`` results (counting stopped there)
+    ranked_within: int | None = None  # ranked among the newest this many hits only (see RANK_WINDOW)
 
     @property
     def pages(self) -> int:
         return max(1, -(-self.total // self.per_page))
 
+    @property
+    def total_text(self) -> str:
+        """``"1,234"``, or ``"1,000+"`` when counting stopped."""
+        return f"{self.total:,}" + ("+" if self.total_capped else "")
+
+
+# Counting every hit of a common word costs as much as ranking them: counting stops here
+# (the page says "1,000+"), always past the page asked for.
+COUNT_CAP = 1000
+# A query with more hits than COUNT_CAP is ranked among its newest RANK_WINDOW hits: bm25 over
+# every hit of a word in nearly every article takes ~0.3 s at 100,000 articles; over 4,000, ~25 ms.
+# The page says so; a date range or another word reaches further back.
+RANK_WINDOW = 4000
+_SNIPPET_TOKENS = 28
+
 
 class SearchRepository:
-    """Reads of the full-text index (the writes are in ``items.record_item``)."""
+    """Reads of the full-text index (the writes are in ``items.record_item``).
+
+    Query shape (``bench/web_bench.py``): the ranking runs inside FTS5 alone
+    (``ORDER BY rank`` with the bm25 weights, filters as index lookups, ``LIMIT`` there),
+    ``highlight``/``snippet`` run only for the page's rows, the count stops at
+    ``COUNT_CAP``, and a query with more hits than that is ranked among its newest
+    ``RANK_WINDOW``."""
 
     def __init__(self, connection: Connection) -> None:
         self._db = connection.db
+        self._postgres: Any = None  # PostgreSQL answers through storage/pg_search.py
+        if connection.dialect == POSTGRESQL:
+            from monitor.storage.pg_search import PgSearchRepository
+
+            self._postgres = PgSearchRepository(connection)
 
     def search(self, query: str, filters: SearchFilters | None = None, *, page: int = 1,
                per_page: int = 20) -> SearchPage:
@@ -125,37 +154,99 @@ class SearchRepository:
 
         An empty query (or one of exclusions alone) lists the filtered articles
         newest first."""
+        if self._postgres is not None:
+            return self._postgres.search(query, filters, page=page, per_page=per_page)
         filters = filters or SearchFilters()
         page, per_page = max(1, page), max(1, min(per_page, 200))
+        offset = (page - 1) * per_page
+        cap = max(COUNT_CAP, offset + per_page + 1)
         fts = fts_query(query)
-        where, params = _filter_sql(filters)
-        if fts:
-            where.insert(0, "articles_fts MATCH ?")
-            params.insert(0, fts)
-            source = "articles_fts JOIN articles a ON a.id = articles_fts.rowid"
-            start, end = MARK_START, MARK_END
-            columns = (f"highlight(articles_fts, 0, '{start}', '{end}'),"
-                       f" snippet(articles_fts, 2, '{start}', '{end}', '…', 28),"
-                       f" snippet(articles_fts, 1, '{start}', '{end}', '…', 28),"
-                       f" bm25(articles_fts, {', '.join(map(str, _WEIGHTS))})")
-            order = "rank_"
-        else:
-            source = "articles a"
-            columns = "a.title, substr(coalesce(a.body, ''), 1, 240), a.summary, NULL"
-            order = "a.first_seen DESC, a.id DESC"
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        sql = (f"SELECT a.id, a.url, a.first_seen, a.published, {columns} AS rank_ FROM {source}"
-               f"{clause} ORDER BY {order} LIMIT ? OFFSET ?")
         with errors("searching articles"):
-            total = int(self._db.execute(f"SELECT COUNT(*) FROM {source}{clause}", params)
-                        .fetchone()[0])
-            rows = self._db.execute(sql, [*params, per_page, (page - 1) * per_page]).fetchall()
-            topics = self._topics([int(r[0]) for r in rows])
+            if fts:
+                where, params = _filter_sql(filters, "f.rowid")
+                clause = "".join(f" AND {w}" for w in where)
+                base = f"FROM articles_fts f WHERE articles_fts MATCH ?{clause}"
+                counted = self._db.execute(f"SELECT COUNT(*) FROM (SELECT 1 {base} LIMIT ?)",
+                                           [fts, *params, cap]).fetchone()[0]
+                ranked, ranked_within = self._ranked(fts, base, params, counted >= cap, offset, per_page)
+                ids = [int(r[0]) for r in ranked]
+                ranks = {int(r[0]): float(r[1]) for r in ranked}
+                marked = self._highlights(fts, ids)
+            else:
+                where, params = _filter_sql(filters, "a.id")
+                clause = (" WHERE " + " AND ".join(where)) if where else ""
+                ids = [int(r[0]) for r in self._db.execute(
+                    f"SELECT a.id FROM articles a{clause} ORDER BY a.first_seen DESC, a.id DESC"
+                    " LIMIT ? OFFSET ?", [*params, per_page, offset])]
+                counted = self._db.execute(
+                    f"SELECT COUNT(*) FROM (SELECT 1 FROM articles a{clause} LIMIT ?)",
+                    [*params, cap]).fetchone()[0]
+                ranks, marked, ranked_within = {}, self._plain(ids), None
+            meta = self._articles(ids)
+            topics = self._topics(ids)
         hits = tuple(SearchHit(
-            article_id=int(r[0]), url=r[1], first_seen=parse_iso(r[2]), published=parse_iso(r[3]),
-            title=r[4] or "", snippet=(r[5] or r[6] or "").strip(),
-            topics=topics.get(int(r[0]), ()), rank=r[7]) for r in rows)
-        return SearchPage(query=query, fts=fts, total=total, page=page, per_page=per_page, hits=hits)
+            article_id=i, url=meta[i][0], first_seen=parse_iso(meta[i][1]),
+            published=parse_iso(meta[i][2]), title=marked[i][0], snippet=marked[i][1],
+            topics=topics.get(i, ()), rank=ranks.get(i)) for i in ids if i in meta and i in marked)
+        total = int(counted)
+        return SearchPage(query=query, fts=fts, total=min(total, cap - 1), page=page, per_page=per_page,
+                          hits=hits, total_capped=total >= cap, ranked_within=ranked_within)
+
+    def _ranked(self, fts: str, base: str, params: list[object], many: bool, offset: int,
+                per_page: int) -> tuple[list[Any], int | None]:
+        """The page's (rowid, bm25) rows, and the window they were ranked in (None: all hits).
+
+        With ``many`` hits, bm25 runs over the newest ``RANK_WINDOW`` hits of the words (found
+        by walking the index newest first, without ranking: cheap), the filters applied
+        inside; the window doubles while it holds too few filtered rows for the page."""
+        reach = max(RANK_WINDOW, offset + per_page)
+        while many:
+            bound = self._db.execute(
+                "SELECT rowid FROM articles_fts WHERE articles_fts MATCH ? ORDER BY rowid DESC"
+                " LIMIT 1 OFFSET ?", (fts, reach - 1)).fetchone()
+            if bound is None:
+                break  # the window would hold every hit: rank them all
+            rows = self._db.execute(
+                f"SELECT f.rowid, f.rank {base} AND f.rowid >= ? AND f.rank MATCH ? ORDER BY f.rank"
+                " LIMIT ? OFFSET ?", [fts, *params, int(bound[0]), _RANK, per_page, offset]).fetchall()
+            if len(rows) == per_page:
+                return rows, reach
+            reach *= 4
+        rows = self._db.execute(
+            f"SELECT f.rowid, f.rank {base} AND f.rank MATCH ? ORDER BY f.rank LIMIT ? OFFSET ?",
+            [fts, *params, _RANK, per_page, offset]).fetchall()
+        return rows, None
+
+    def _highlights(self, fts: str, ids: list[int]) -> dict[int, tuple[str, str]]:
+        """The highlighted title and best passage of each article (its body's, else its summary's)."""
+        start, end = MARK_START, MARK_END
+        out: dict[int, tuple[str, str]] = {}
+        for article_id in ids:  # one indexed lookup each: FTS5 seeks the rowid inside the match
+            row = self._db.execute(
+                f"SELECT highlight(articles_fts, 0, '{start}', '{end}'),"
+                f" snippet(articles_fts, 2, '{start}', '{end}', '…', {_SNIPPET_TOKENS}),"
+                f" snippet(articles_fts, 1, '{start}', '{end}', '…', {_SNIPPET_TOKENS})"
+                " FROM articles_fts WHERE articles_fts MATCH ? AND rowid = ?", (fts, article_id)).fetchone()
+            if row is not None:
+                out[article_id] = (row[0] or "", (row[1] or row[2] or "").strip())
+        return out
+
+    def _plain(self, ids: list[int]) -> dict[int, tuple[str, str]]:
+        """Titles and the bodies' first characters, for a listing without a text query."""
+        if not ids:
+            return {}
+        rows = self._db.execute(
+            "SELECT id, title, substr(coalesce(body, ''), 1, 240), summary FROM articles"
+            f" WHERE id IN ({','.join('?' * len(ids))})", ids)
+        return {int(r[0]): (r[1] or "", (r[2] or r[3] or "").strip()) for r in rows}
+
+    def _articles(self, ids: list[int]) -> dict[int, tuple[str | None, str | None, str | None]]:
+        if not ids:
+            return {}
+        rows = self._db.execute(
+            f"SELECT id, url, first_seen, published FROM articles WHERE id IN ({','.join('?' * len(ids))})",
+            ids)
+        return {int(r[0]): (r[1], r[2], r[3]) for r in rows}
 
     def _topics(self, ids: list[int]) -> dict[int, tuple[str, ...]]:
         if not ids:
@@ -169,22 +260,36 @@ class SearchRepository:
         return {k: tuple(v) for k, v in found.items()}
 
 
-def _filter_sql(filters: SearchFilters) -> tuple[list[str], list[object]]:
+_RANK = "bm25(" + ", ".join(map(str, _WEIGHTS)) + ")"
+
+
+def _filter_sql(filters: SearchFilters, article: str) -> tuple[list[str], list[object]]:
+    """The filters as conditions on the article id expression ``article`` (``a.id`` or
+    ``f.rowid``): each one an index lookup (matches by article and topic, items by
+    article, articles by first seen), never a scan."""
     where: list[str] = []
     params: list[object] = []
     if filters.topic:
-        where.append("EXISTS (SELECT 1 FROM matches m WHERE m.article_id = a.id AND m.topic = ?)")
+        where.append(f"EXISTS (SELECT 1 FROM matches m WHERE m.article_id = {article} AND m.topic = ?)")
         params.append(filters.topic)
     elif filters.matched_only:
-        where.append("EXISTS (SELECT 1 FROM matches m WHERE m.article_id = a.id)")
+        where.append(f"EXISTS (SELECT 1 FROM matches m WHERE m.article_id = {article})")
     if filters.feed:
-        where.append("EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id"
-                     " WHERE i.article_id = a.id AND (f.name = ? OR f.url = ?))")
+        where.append(f"EXISTS (SELECT 1 FROM items i JOIN feeds fd ON fd.id = i.feed_id"
+                     f" WHERE i.article_id = {article} AND (fd.name = ? OR fd.url = ?))")
         params += [filters.feed, filters.feed]
-    if filters.since is not None:
-        where.append("a.first_seen >= ?")
-        params.append(iso(filters.since))
-    if filters.until is not None:
-        where.append("a.first_seen < ?")
-        params.append(iso(filters.until))
+    if filters.since is not None or filters.until is not None:
+        if article == "a.id":
+            for op, moment in ((">=", filters.since), ("<", filters.until)):
+                if moment is not None:
+                    where.append(f"a.first_seen {op} ?")
+                    params.append(iso(moment))
+        else:
+            bounds, values = [], []
+            for op, moment in ((">=", filters.since), ("<", filters.until)):
+                if moment is not None:
+                    bounds.append(f"first_seen {op} ?")
+                    values.append(iso(moment))
+            where.append(f"{article} IN (SELECT id FROM articles WHERE {' AND '.join(bounds)})")
+            params += values
     return where, params

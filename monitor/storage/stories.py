@@ -30,7 +30,7 @@ from monitor.records import (
     StoryMemberRow,
     StoryRecord,
 )
-from monitor.storage.db import Connection, errors
+from monitor.storage.db import Connection, errors, iso, parse_iso
 
 STORY_ALERT_PREFIX = "story-"  # monitor.identity.story_alert_key: story-<id>-<channel>-<n>-<topic>
 
@@ -47,6 +47,19 @@ def _stamp(moment: datetime) -> float:
 
 def _moment(stamp: float) -> datetime:
     return datetime.fromtimestamp(stamp, UTC)
+
+
+def _parse_seen(text: object) -> datetime:
+    """A stored ISO time (``storage.db.iso``) as an aware UTC datetime."""
+    return parse_iso(str(text)) or datetime.min.replace(tzinfo=UTC)
+
+
+def _evidence_texts(text: object) -> tuple[str, ...]:
+    """The plain sentences of an ``alerts.evidence`` JSON list."""
+    try:
+        return tuple(str(e.get("text", "")) for e in json.loads(str(text or "[]")))
+    except (ValueError, AttributeError):
+        return ()
 
 
 def _story(row: Sequence[object]) -> StoryRecord:
@@ -80,7 +93,7 @@ class StoryRepository:
     def next_story_number(self) -> int:
         with errors("numbering a story"), self._conn.lazy_commit(), self._conn.write():
             self._db.execute("INSERT INTO story_counters (name, value) VALUES ('stories', 1)"
-                             " ON CONFLICT(name) DO UPDATE SET value = value + 1")
+                             " ON CONFLICT(name) DO UPDATE SET value = story_counters.value + 1")
             return int(self._db.execute(
                 "SELECT value FROM story_counters WHERE name = 'stories'").fetchone()[0])
 
@@ -129,10 +142,11 @@ class StoryRepository:
 
     def _add_document(self, terms: Iterable[str]) -> None:
         self._db.conn.executemany(
-            "INSERT INTO story_terms (term, df) VALUES (?, 1) ON CONFLICT(term) DO UPDATE SET df = df + 1",
+            "INSERT INTO story_terms (term, df) VALUES (?, 1)"
+            " ON CONFLICT(term) DO UPDATE SET df = story_terms.df + 1",
             [(t,) for t in set(terms)])
         self._db.execute("INSERT INTO story_counters (name, value) VALUES ('documents', 1)"
-                         " ON CONFLICT(name) DO UPDATE SET value = value + 1")
+                         " ON CONFLICT(name) DO UPDATE SET value = story_counters.value + 1")
 
     def prune_postings(self, before: datetime) -> int:
         """Drop postings of articles older than ``before`` (they can no longer be candidates)."""
@@ -232,13 +246,50 @@ class StoryRepository:
         prefix = f"{STORY_ALERT_PREFIX}{story_id}-"
         with errors("reading a story's alerts"):
             rows = self._db.execute(
-                "SELECT a.channel, a.topic, a.alert_key, COALESCE(sa.outlets_after, 0) FROM alerts a"
+                "SELECT a.channel, a.topic, a.alert_key, COALESCE(sa.outlets_after, 0), a.evidence, a.body"
+                " FROM alerts a"
                 " LEFT JOIN articles ar ON ar.id = a.article_id"
                 " LEFT JOIN story_articles sa ON sa.article_key = ar.dedup_key"
                 " WHERE a.alert_key >= ? AND a.alert_key < ? ORDER BY a.id",
                 (prefix, prefix[:-1] + chr(ord("-") + 1))).fetchall()
-        return [StoryAlertRecord(channel=str(c), topic=str(t or ""), alert_key=str(k), outlets=int(o))
-                for c, t, k, o in rows]
+        return [StoryAlertRecord(channel=str(c), topic=str(t or ""), alert_key=str(k), outlets=int(o),
+                                 evidence=_evidence_texts(e), note=str(b or ""))
+                for c, t, k, o, e, b in rows]
+
+    # -- rates for bursts -------------------------------------------------------------------
+
+    def story_seen_times(self, story_id: str, since: datetime) -> list[datetime]:
+        """When the story's stored articles were first seen, those seen since ``since``, oldest first
+        (the article being assigned is not stored yet: the caller counts it)."""
+        with errors("reading a story's rate"):
+            rows = self._db.execute(
+                "SELECT ar.first_seen FROM story_articles sa"
+                " JOIN articles ar ON ar.dedup_key = sa.article_key"
+                " WHERE sa.story_id = ? AND ar.first_seen >= ? ORDER BY ar.first_seen",
+                (story_id, iso(since))).fetchall()
+        return [_parse_seen(r[0]) for r in rows]
+
+    def story_first_seen(self, story_id: str) -> datetime | None:
+        """When the story's first stored article was first seen (how much history it has)."""
+        with errors("reading a story's rate"):
+            row = self._db.execute(
+                "SELECT MIN(ar.first_seen) FROM story_articles sa"
+                " JOIN articles ar ON ar.dedup_key = sa.article_key"
+                " WHERE sa.story_id = ?", (story_id,)).fetchone()
+        return _parse_seen(row[0]) if row and row[0] else None
+
+    def topic_match_times(self, topic: str, since: datetime) -> list[datetime]:
+        """When the topic's matches since ``since`` were stored, oldest first (index topic, created_at)."""
+        with errors("reading a topic's rate"):
+            rows = self._db.execute(
+                "SELECT created_at FROM matches WHERE topic = ? AND created_at >= ? ORDER BY created_at",
+                (topic, iso(since))).fetchall()
+        return [_parse_seen(r[0]) for r in rows]
+
+    def topic_first_match(self, topic: str) -> datetime | None:
+        with errors("reading a topic's rate"):
+            row = self._db.execute("SELECT MIN(created_at) FROM matches WHERE topic = ?", (topic,)).fetchone()
+        return _parse_seen(row[0]) if row and row[0] else None
 
     # -- reads for the CLI ------------------------------------------------------------------
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
@@ -22,22 +24,28 @@ from monitor.records import utcnow
 from monitor.storage import Storage, StoreError, open_readonly, open_storage
 from monitor.storage import read_models as views
 from monitor.storage.feedback import VERDICTS, FeedbackRepository
+from monitor.storage.operations import OperationsRepository
 from monitor.storage.search import SearchFilters, SearchRepository
 from monitor.storage.stories import StoryRepository
-from monitor.web import render
+from monitor.web import atom, render
+from monitor.web.playground_fetch import PageFetcher
 from monitor.web.security import (
     CSRF_FIELD,
+    FEED_KEY_PARAM,
     Credentials,
     Csrf,
     auth_middleware,
     check_bind,
     headers_middleware,
+    is_loopback,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8780
 PER_PAGE = 20
+FEED_ENTRIES = 50  # entries in an Atom feed
+INSTANCE_META = "web_instance_id"  # meta key: the Atom ids' stable per-database part
 STORIES_SINCE = "24h"  # the stories page's default window (``newsmon stories --since``)
 _STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml",
                  ".png": "image/png"}
@@ -59,12 +67,15 @@ class Workspace:
 
     def __init__(self, config: Config, credentials: Credentials) -> None:
         self.config = config
-        path = config.database_path()
+        path = config.database_target()  # a SQLite file or a PostgreSQL URL
         # The feedback connection also creates or upgrades the schema (once, at start).
         self.writer: Storage = open_storage(path)
         self.reader: Storage = open_readonly(path)
         self.search = SearchRepository(self.reader.connection)
         self.feedback = FeedbackRepository(self.writer.connection)
+        self.instance = _instance_id(OperationsRepository(self.writer.connection))
+        self.feed_key = credentials.feed_key()
+        self.pages = PageFetcher(config)
         self.csrf = Csrf()
         self.redactor = RedactingFilter([*secret_values(config), *credentials.secrets()])
         self.templates = jinja2.Environment(
@@ -77,7 +88,7 @@ class Workspace:
         self.topic_names = _topic_names(config)
         # Globals, not render arguments: the macros (imported without context) need them too.
         self.templates.globals.update(topic_names=self.topic_names, csrf_field=CSRF_FIELD,
-                                      csrf=self.csrf.token)
+                                      csrf=self.csrf.token, feed_url=self.feed_url)
         self._classifier: Any = None
         self._classifier_lock = asyncio.Lock()
         self.static = _load_static()
@@ -85,10 +96,14 @@ class Workspace:
     def redact(self, text: str | None) -> str:
         return self.redactor.redact(text) if text else ""
 
+    def feed_url(self, topic: str | None = None) -> str:
+        """The path of an Atom feed (all alert events, or one topic's), with the feed key
+        when the workspace is guarded (the page's reader already holds the full credentials)."""
+        path = f"/feeds/topic/{quote(topic, safe='')}.atom" if topic else "/feeds/all.atom"
+        return f"{path}?{FEED_KEY_PARAM}={self.feed_key}" if self.feed_key else path
+
     def stories_available(self) -> bool:
-        row = self.reader.db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stories'").fetchone()
-        return row is not None
+        return self.reader.connection.has_table("stories")  # SQLite or PostgreSQL
 
     async def classifier(self) -> Any:
         """The configured rules compiled once, on the playground's first use."""
@@ -106,9 +121,21 @@ class Workspace:
             path=request.path, stories=self.stories_available(), **context)
         return web.Response(text=html, content_type="text/html", charset="utf-8", status=status)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        await self.pages.aclose()
         self.reader.close()
         self.writer.close()
+
+
+def _instance_id(ops: OperationsRepository) -> str:
+    """This database's random id (made once): entry ids stay the same across restarts and
+    hosts, and two installations' feeds never share an id."""
+    found = ops.get_meta(INSTANCE_META)
+    if found:
+        return found
+    made = uuid.uuid4().hex
+    ops.set_meta(INSTANCE_META, made)
+    return made
 
 
 def _when(moment: datetime | None) -> str:
@@ -224,26 +251,38 @@ async def channels(request: web.Request) -> web.Response:
 async def playground(request: web.Request) -> web.Response:
     ws = _ws(request)
     explanations = None
-    form: dict[str, str] = {"title": "", "text": ""}
-    error = None
+    form: dict[str, str] = {"title": "", "text": "", "url": ""}
+    error, fetched_from = None, None
     if request.method == "POST":
         posted = await request.post()
         why_not = ws.csrf.check(request, posted)
         if why_not:
             return web.Response(status=403, text=f"refused: {why_not}")
-        form = {"title": str(posted.get("title", ""))[:2000], "text": str(posted.get("text", ""))[:200_000]}
-        if form["title"].strip() or form["text"].strip():
+        form = {"title": str(posted.get("title", ""))[:2000], "text": str(posted.get("text", ""))[:200_000],
+                "url": str(posted.get("url", "")).strip()[:2000]}
+        piece: Article | None = None
+        if form["url"] and posted.get("action") != "text":
+            fetched = await ws.pages.article(form["url"])
+            if fetched.article is None:
+                error = ws.redact(fetched.error)
+            else:
+                piece, fetched_from = fetched.article, fetched.final_url
+                # Shown in the form, so the analyst sees what was judged and can edit it.
+                form["title"], form["text"] = piece.title, piece.body
+        elif form["title"].strip() or form["text"].strip():
+            piece = Article(title=form["title"], summary="", body=form["text"],
+                            text_source="page", url=None)
+        if piece is not None:
             try:
                 clf = await ws.classifier()
-                piece = Article(title=form["title"], summary="", body=form["text"],
-                                text_source="page", url=None)
                 explanations = await asyncio.to_thread(clf.explain, piece)
                 explanations.sort(key=lambda e: (not e.fired, -e.score))
             except Exception as exc:  # a rule error is the analyst's to see, not a 500
                 log.warning("playground failed", exc_info=True)
                 error = ws.redact(str(exc))
     return ws.page(request, "playground.html", title="Rule playground", form=form,
-                   explanations=explanations, error=error)
+                   explanations=explanations, error=error,
+                   fetched_from=ws.redact(fetched_from) if fetched_from else None)
 
 
 async def post_feedback(request: web.Request) -> web.Response:
@@ -319,6 +358,46 @@ async def story(request: web.Request) -> web.Response:
                    alerts=views.story_alerts(ws.reader.connection, story_id))
 
 
+def _base_url(request: web.Request) -> str:
+    """The workspace's origin as the client sees it. Behind a reverse proxy on the same
+    host, its ``X-Forwarded-Proto`` is believed (from loopback only), so links say https."""
+    scheme = request.scheme
+    forwarded = request.headers.get("X-Forwarded-Proto", "").strip().lower()
+    peer = request.remote or ""
+    if forwarded in ("http", "https") and is_loopback(peer):
+        scheme = forwarded
+    return f"{scheme}://{request.host}"
+
+
+def _atom(request: web.Request, *, topic: str | None) -> web.Response:
+    ws = _ws(request)
+    events = views.alert_events(ws.reader.connection, topic=topic, limit=FEED_ENTRIES)
+    matches = views.matches_of(ws.reader.connection, [e.article_id for e in events])
+    name = ws.topic_names.get(topic, topic) if topic else None
+    stories_page = "/stories" if ws.stories_available() else "/"
+    links = atom.FeedLinks(base=_base_url(request), self_path=ws.feed_url(topic),
+                           alternate_path=f"/search?topic={quote(topic)}" if topic else stories_page)
+    body = atom.build_feed(
+        instance=ws.instance, feed_key=f"topic/{topic}" if topic else "all",
+        title=f"newsmon: {name}" if name else "newsmon: all alerts", links=links, events=events,
+        matches=matches, topic_names=ws.topic_names, now=utcnow())
+    return web.Response(body=body, content_type=atom.ATOM_TYPE, charset="utf-8")
+
+
+async def atom_all(request: web.Request) -> web.Response:
+    """Every alert event, newest first (``/feeds/all.atom``)."""
+    return _atom(request, topic=None)
+
+
+async def atom_topic(request: web.Request) -> web.Response:
+    """One topic's alert events (``/feeds/topic/<id>.atom``); 404 for a topic not configured."""
+    topic = request.match_info["topic"]
+    ws = _ws(request)
+    if ws.topic_names and topic not in ws.topic_names:
+        raise web.HTTPNotFound()
+    return _atom(request, topic=topic)
+
+
 async def static(request: web.Request) -> web.Response:
     found = _ws(request).static.get(request.match_info["name"])
     if found is None:
@@ -355,7 +434,7 @@ def create_app(config: Config, *, credentials: Credentials | None = None) -> web
     app[CONFIG_KEY] = config
 
     async def close(_app: web.Application) -> None:
-        workspace.close()
+        await workspace.aclose()
 
     app.on_cleanup.append(close)
     app.router.add_get("/", overview)
@@ -368,6 +447,8 @@ def create_app(config: Config, *, credentials: Credentials | None = None) -> web
     app.router.add_post("/feedback", post_feedback)
     app.router.add_get("/stories", stories)
     app.router.add_get("/story/{id}", story)
+    app.router.add_get("/feeds/all.atom", atom_all)
+    app.router.add_get(r"/feeds/topic/{topic:[^/]+}.atom", atom_topic)
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/healthz", healthz)
     return app

@@ -91,6 +91,16 @@ def _runs(text: str, evidence: Sequence[bool], term: Sequence[bool]) -> str:
 # --- the volume chart ----------------------------------------------------------------------
 
 SERIES_CLASSES = 8  # colours in app.css: .s0 ... .s7
+AXIS_CHAR_WIDTH = 6.5  # px per character of an axis label (11 px system font, generous)
+
+
+def _tick(x: float, label: str, width: int) -> dict[str, Any]:
+    """An x-axis label, anchored so it stays inside the drawing: centred under its day,
+    but right-aligned at the right edge and left-aligned at the left (a centred "02 Dec"
+    under the last day ran past the viewBox and was clipped)."""
+    half = len(label) * AXIS_CHAR_WIDTH / 2
+    anchor = "end" if x + half > width - 2 else "start" if x - half < 2 else "middle"
+    return {"x": x, "label": label, "anchor": anchor}
 
 
 def volume_chart(volume: Mapping[str, Mapping[str, int]], *, end: date, days: int = 30,
@@ -112,7 +122,7 @@ def volume_chart(volume: Mapping[str, Mapping[str, int]], *, end: date, days: in
         series.append({"topic": topic, "label": (labels or {}).get(topic, topic),
                        "points": points, "css": f"s{n % SERIES_CLASSES}",
                        "total": sum(volume[topic].get(d.isoformat(), 0) for d in day_list)})
-    ticks = [{"x": round(left + i * step, 1), "label": d.strftime("%d %b")}
+    ticks = [_tick(round(left + i * step, 1), d.strftime("%d %b"), width)
              for i, d in enumerate(day_list) if (days - 1 - i) % 7 == 0]
     grid = [{"y": y(v), "label": str(v)} for v in sorted({0, peak // 2, peak})]
     return {"width": width, "height": height, "left": left, "series": series, "ticks": ticks,

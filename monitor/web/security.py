@@ -4,6 +4,7 @@ requests may write, and the headers every response carries."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import ipaddress
 import os
@@ -19,6 +20,8 @@ from monitor.errors import NewsmonError
 TOKEN_ENV, USER_ENV, PASSWORD_ENV = "NEWSMON_WEB_TOKEN", "NEWSMON_WEB_USER", "NEWSMON_WEB_PASSWORD"
 TOKEN_COOKIE = "newsmon_token"
 CSRF_FIELD = "csrf"
+FEED_KEY_PARAM = "key"  # /feeds/*.atom?key=<feed key>: for feed readers, which cannot log in
+ATOM_PREFIX, ATOM_SUFFIX = "/feeds/", ".atom"
 
 # No inline script or style anywhere: every asset is a file newsmon serves.
 CONTENT_SECURITY_POLICY = (
@@ -59,7 +62,21 @@ class Credentials:
         return bool(self.token or (self.user and self.password))
 
     def secrets(self) -> list[str]:
-        return [s for s in (self.token, self.password) if s]
+        return [s for s in (self.token, self.password, self.feed_key()) if s]
+
+    def feed_key(self) -> str | None:
+        """A read-only key for the Atom feeds alone, derived from the token (else the
+        password): a feed URL saved in a reader app, a proxy log or a shared OPML file
+        opens the feeds, never the pages, the playground or feedback. Changing the
+        token or password changes it."""
+        secret = self.token or (self.password if self.user else None)
+        if not secret:
+            return None
+        return hmac.new(secret.encode(), b"newsmon atom feeds v1", hashlib.sha256).hexdigest()[:32]
+
+
+def is_atom_path(path: str) -> bool:
+    return path.startswith(ATOM_PREFIX) and path.endswith(ATOM_SUFFIX)
 
 
 def is_loopback(host: str) -> bool:
@@ -119,6 +136,10 @@ def auth_middleware(credentials: Credentials) -> Callable[..., Awaitable[web.Str
             response.set_cookie(TOKEN_COOKIE, credentials.token, httponly=True, samesite="Strict",
                                 secure=request.secure)
             raise response
+        feed_key = credentials.feed_key()
+        if (feed_key and is_atom_path(request.path)
+                and _same(request.query.get(FEED_KEY_PARAM), feed_key)):
+            return await handler(request)
         if not authorised(request, credentials):
             headers = {"WWW-Authenticate": 'Basic realm="newsmon"'} if credentials.user else {}
             return web.Response(status=401, text="authentication required", headers=headers)

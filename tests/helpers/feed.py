@@ -58,7 +58,7 @@ class FastProcessor(ArticleProcessor):
 
 
 def build(config: Config, *, real_matching: bool = False, **fetcher_kw: Any) -> Pipeline:
-    store = open_storage(config.database_path())
+    store = open_storage(config)  # its SQLite file or PostgreSQL URL
     store.feeds.sync((f.url, f.name, f.tags) for f in config.feeds)
     processor = ArticleProcessor(config, workers=0) if real_matching else FastProcessor(config)
     fetcher = Pipeline.make_fetcher(config)

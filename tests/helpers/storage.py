@@ -1,9 +1,19 @@
-"""Builders for the storage tests: feed items, processed articles, a two-feed database."""
+"""Builders for the storage tests: feed items, processed articles, a two-feed database,
+and ``database_target``: the storage tests' fixture that runs each test on SQLite and on
+PostgreSQL (a real server, ``tests/helpers/postgres.py``; those cases are marked
+``postgres`` and skip, saying why, where PostgreSQL is not installed).
+
+A test module parametrises its own fixture with ``BACKENDS`` and makes the database
+with ``new_target(request.param, tmp_path, request)`` (a path or a URL for
+``open_storage``), or imports ``database_target`` where a plain fixture will do.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from monitor.ingest.parse import canonical_url, content_hash
 from monitor.models import Article, EvidenceSentence, FeedItem, ProcessedArticle, TopicMatch
@@ -29,9 +39,30 @@ def processed(item: FeedItem, topics: tuple[str, ...] = ("ceasefire",)) -> Proce
     return ProcessedArticle(item=item, article=article, matches=matches)
 
 
-def two_feeds(tmp_path: Path) -> Storage:
-    """A fresh database with feeds A and B configured."""
-    storage = open_storage(tmp_path / "t.db")
+BACKENDS = (pytest.param("sqlite", id="sqlite"),
+            pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres))
+
+
+def new_target(backend: str, folder: Path, request: pytest.FixtureRequest) -> Path | str:
+    """A fresh, empty database of ``backend``: a SQLite file in ``folder``, or a new
+    database on the session's PostgreSQL server (its URL)."""
+    if backend == "sqlite":
+        return folder / "t.db"
+    server = request.getfixturevalue("postgres_server")
+    return str(server.new_database())
+
+
+@pytest.fixture(params=BACKENDS)
+def database_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Each storage test runs on SQLite and on PostgreSQL: a fresh database's path or URL."""
+    return new_target(str(request.param), tmp_path, request)
+
+
+def two_feeds(where: Path | str) -> Storage:
+    """A fresh database with feeds A and B configured: ``where`` is a folder (a SQLite
+    ``t.db`` in it), a database file, or a PostgreSQL URL (``database_target``)."""
+    target = where / "t.db" if isinstance(where, Path) and where.is_dir() else where
+    storage = open_storage(target)
     storage.feeds.sync([(FEED_A, "A", ["x"]), (FEED_B, "B", [])])
     return storage
 

@@ -44,8 +44,9 @@ class FilledDatabase:
     site: Site
 
 
-def fill(tmp_path: Path, site: Site) -> Config:
-    """A database filled by the real pipeline (fetch, extract, analyse, match, record)."""
+def fill(tmp_path: Path, site: Site, database: str = "web.db") -> Config:
+    """A database filled by the real pipeline (fetch, extract, analyse, match, record);
+    ``database`` a SQLite file name or a PostgreSQL URL."""
     from tests.helpers.configs import ConfigFactory
 
     items = []
@@ -61,7 +62,7 @@ def fill(tmp_path: Path, site: Site) -> Config:
                   "guid": "hostile-text", "description": html.escape(HOSTILE_BODY)})
     site.routes["/feed"] = (200, {"Content-Type": "application/rss+xml"}, rss(items, "Loopback News"))
     feed = FeedConfig(url=site.url("/feed"), name="loopback-news")
-    config = ConfigFactory(tmp_path).load(database="web.db", feeds=[feed], channels=PIPELINE_CHANNELS,
+    config = ConfigFactory(tmp_path).load(database=database, feeds=[feed], channels=PIPELINE_CHANNELS,
                                           fetch={"fetch_articles": True})
     pipeline = build(config, real_matching=True)
     outcome = run(pipeline, pipeline.poll(config.feeds[0], force=True))

@@ -1,0 +1,293 @@
+"""Chaos: 2 pollers, 3 workers and 2 deliver processes on one PostgreSQL, SIGKILLed at random.
+
+Real subprocesses (``newsmon poller`` / ``worker`` / ``deliver``) share one real
+PostgreSQL database. Loopback feeds publish 200 articles that match the seed rules
+over about 40 s; meanwhile a random process is SIGKILLed every few seconds for
+about 50 s and started again at once. Then, once the work has drained:
+
+- every article was stored, and every alert of every match reached its channel
+  (none lost); a message carrying an alert already received is a duplicate, and
+  there are at most as many as kills of a deliver process (the one in flight);
+- no feed was ever polled by two pollers at once (the feed server counts the
+  requests in flight per feed), and never more than ``fetch.per_host`` (4)
+  requests were in flight to the feed host, from all processes together.
+
+Start-up (imports) would dominate the restarts, so the processes are forked from
+a "zygote" that imported ``monitor.cli`` once (as in tests/test_crash.py); each
+child runs the real entry point with its own argv.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.configs import ConfigFactory
+from tests.helpers.feed import MATCHING_TITLE
+from tests.helpers.paths import REPO
+from tests.helpers.postgres import PostgresServer
+from tests.helpers.servers import Site, rss
+
+pytestmark = pytest.mark.postgres
+
+ARTICLES = 200
+FEEDS = 8
+PUBLISH_OVER_S = 40.0
+CHAOS_S = 50.0
+DRAIN_S = 30.0
+ROLES = {"poller": 2, "worker": 3, "deliver": 2}
+ALERT_KEY = re.compile(r"(?:Alert id|^\s+id): (\S+)", re.MULTILINE)  # alert and digest lines
+
+ZYGOTE = r"""
+import os, signal, sys, time
+import apprise, procrastinate, psycopg
+import monitor.cli
+import monitor.cluster.poller, monitor.cluster.worker, monitor.cluster.deliver
+apprise.Apprise().add("json://127.0.0.1:9/warm-up")  # load apprise's plugins once
+print("ready", flush=True)
+for line in sys.stdin:
+    command, *args = line.rstrip("\n").split("\t")
+    if command == "run":
+        log, *argv = args
+        pid = os.fork()
+        if pid == 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            os.dup2(null, 0); os.dup2(null, 1); os.dup2(out, 2)
+            sys.argv = ["newsmon", *argv]
+            code = 0
+            try:
+                monitor.cli.main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            os._exit(code)
+        print(pid, flush=True)
+    elif command in ("kill", "term"):
+        pid = int(args[0])
+        os.kill(pid, signal.SIGKILL if command == "kill" else signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+        print(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status),
+              flush=True)
+"""
+
+
+class Zygote:
+    """Forks newsmon processes on request (stdin lines), kills and reaps them."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], cwd=REPO, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.lock = threading.Lock()
+        assert self.ask("") == "ready"
+
+    def ask(self, line: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        with self.lock:
+            if line:
+                self.proc.stdin.write(line + "\n")
+                self.proc.stdin.flush()
+            return self.proc.stdout.readline().strip()
+
+    def run(self, log: Path, *argv: str) -> int:
+        return int(self.ask("\t".join(["run", str(log), *argv])))
+
+    def kill(self, pid: int) -> int:
+        return int(self.ask(f"kill\t{pid}"))
+
+    def term(self, pid: int) -> int:
+        return int(self.ask(f"term\t{pid}"))
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=20)
+
+
+class Feeds:
+    """Loopback feeds that publish ``ARTICLES`` matching articles over time, and count
+    the requests in flight per feed (two at once: two pollers) and to the host."""
+
+    def __init__(self) -> None:
+        self.site = Site()
+        self.started: float | None = None
+        self.lock = threading.Lock()
+        self.in_flight: Counter[int] = Counter()
+        self.host_in_flight = 0
+        self.max_host_in_flight = 0
+        self.overlaps: list[int] = []
+        self.polls: Counter[int] = Counter()
+        for feed in range(FEEDS):
+            self.site.routes[f"/feed/{feed}.xml"] = self._route(feed)
+
+    def url(self, feed: int) -> str:
+        return self.site.url(f"/feed/{feed}.xml")
+
+    def published(self) -> int:
+        if self.started is None:
+            return 0
+        share = (time.monotonic() - self.started) / PUBLISH_OVER_S
+        return min(ARTICLES, int(share * ARTICLES) + 1)
+
+    def _route(self, feed: int) -> Callable[[Any], tuple[int, dict[str, str], bytes]]:
+        def handler(_request: Any) -> tuple[int, dict[str, str], bytes]:
+            with self.lock:
+                self.in_flight[feed] += 1
+                self.host_in_flight += 1
+                self.polls[feed] += 1
+                if self.in_flight[feed] > 1:
+                    self.overlaps.append(feed)
+                self.max_host_in_flight = max(self.max_host_in_flight, self.host_in_flight)
+            try:
+                time.sleep(0.05)  # a poll takes a moment: overlapping polls would show
+                items = [{
+                    "title": f"{MATCHING_TITLE} (report {n})",
+                    "link": f"http://news.test/articles/{n}",
+                    "guid": f"story-{n}",
+                    "description": f"{MATCHING_TITLE}. Report number {n}.",
+                } for n in range(feed, self.published(), FEEDS)]
+                return 200, {"Content-Type": "application/rss+xml"}, rss(items, f"Feed {feed}")
+            finally:
+                with self.lock:
+                    self.in_flight[feed] -= 1
+                    self.host_in_flight -= 1
+
+        return handler
+
+
+def received_ok(_request: Any) -> tuple[int, dict[str, str], bytes]:
+    time.sleep(0.01)  # a send takes a moment, so kills land mid-send too
+    return 200, {"Content-Type": "application/json"}, b"{}"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def one(url: str, sql: str) -> Any:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return list(conn.execute(sql))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_sigkill_chaos_loses_no_alert_and_never_polls_a_feed_twice_at_once(
+        tmp_path: Path, postgres_server: PostgresServer) -> None:
+    url = postgres_server.new_database("chaos")
+    rng = random.Random(15)
+    feeds = Feeds()
+    receiver = Site(routes={"/hook": received_ok, "/desk": received_ok})
+    with feeds.site, receiver:
+        config = ConfigFactory(tmp_path).write(
+            database=url,
+            feeds=[{"url": feeds.url(n), "name": f"feed-{n}", "interval": "1s"}
+                   for n in range(FEEDS)],
+            channels=[{"name": name, "url": f"json://127.0.0.1:{receiver.port}/{name}",
+                       "rate_limit": 0} for name in ("hook", "desk")],
+            fetch={"fetch_articles": False, "timeout": "1s", "min_interval": "1s"},
+            delivery={"interval": "0.3s", "timeout": "2s", "retry_base": "0.2s",
+                      "retry_max": "1s"})
+        argv = {"poller": ["poller", "--lease", "3"], "worker": ["worker", "--beat", "1"],
+                "deliver": ["deliver"]}
+        zygote = Zygote()
+        logs: list[Path] = []
+        running: list[tuple[str, int]] = []
+        kills: Counter[str] = Counter()
+
+        def start(role: str) -> int:
+            log = tmp_path / f"{role}-{len(logs)}.log"
+            logs.append(log)
+            return zygote.run(log, "--config", str(config), *argv[role])
+
+        try:
+            # The first process creates the schema; the others start beside it.
+            running.append(("poller", start("poller")))
+            assert wait_for(lambda: logs[0].exists() and b"running" in logs[0].read_bytes(),
+                            30), logs[0].read_text(errors="replace")[-3000:]
+            for role, count in ROLES.items():
+                for _ in range(count - (role == "poller")):
+                    running.append((role, start(role)))
+            feeds.started = time.monotonic()
+            chaos_end = feeds.started + CHAOS_S
+            while time.monotonic() < chaos_end:
+                time.sleep(rng.uniform(1.5, 3.5))
+                index = rng.randrange(len(running))
+                role, pid = running[index]
+                if zygote.kill(pid) == -signal.SIGKILL:
+                    kills[role] += 1
+                running[index] = (role, start(role))
+
+            def drained() -> bool:
+                return (one(url, "SELECT COUNT(*) FROM articles") >= ARTICLES
+                        and one(url, "SELECT COUNT(*) FROM alerts WHERE status != 'sent'") == 0
+                        and one(url, "SELECT COUNT(*) FROM cluster_queued_items") == 0)
+
+            done = wait_for(drained, DRAIN_S)
+            time.sleep(0.5)  # the last sends' requests land
+        finally:
+            for _role, pid in running:
+                zygote.term(pid)
+            zygote.close()
+
+        tails = "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-1500:]}"
+                          for log in logs[-7:])
+        articles = one(url, "SELECT COUNT(*) FROM articles")
+        assert done, (f"not drained: {articles} articles,"
+                      f" {rows(url, 'SELECT status, COUNT(*) FROM alerts GROUP BY status')}\n{tails}")
+        assert articles == ARTICLES
+        # Every article matched, and each match has one alert per channel.
+        alerts = rows(url, "SELECT alert_key, channel, match_id FROM alerts WHERE kind = 'match'")
+        per_match = Counter(match for _, _, match in alerts)
+        assert one(url, "SELECT COUNT(DISTINCT article_id) FROM matches") == ARTICLES
+        assert set(per_match.values()) == {2}, Counter(per_match.values())
+        received: dict[str, Counter[str]] = defaultdict(Counter)
+        duplicate_messages = 0
+        for request in receiver.requests:
+            if request.method != "POST":
+                continue
+            channel = request.path.strip("/")
+            ids = ALERT_KEY.findall(request.json()["message"])
+            duplicate_messages += any(received[channel][i] for i in ids)
+            received[channel].update(ids)
+        missing = [(key, channel) for key, channel, _ in alerts if not received[channel][key]]
+        assert not missing, f"{len(missing)} of {len(alerts)} alerts never arrived: {missing[:10]}"
+        resent_logged = sum(log.read_text(errors="replace").count("may arrive twice")
+                            for log in logs)
+        print(f"kills {dict(kills)}; {len(alerts)} alerts, {duplicate_messages} duplicate"
+              f" message(s), {resent_logged} re-send(s) logged; polls {sum(feeds.polls.values())},"
+              f" max in flight to the host {feeds.max_host_in_flight}")
+        assert sum(kills.values()) >= 12
+        assert duplicate_messages <= kills["deliver"], (duplicate_messages, dict(kills))
+        assert not feeds.overlaps, f"feeds polled by two pollers at once: {feeds.overlaps[:10]}"
+        assert feeds.max_host_in_flight <= 4
