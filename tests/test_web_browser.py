@@ -99,10 +99,13 @@ def test_search_open_an_article_and_give_feedback(browser: Any, server: WebServe
     assert browser.find_elements(By.CSS_SELECTOR, ".results mark")
     browser.save_screenshot(str(tmp_path / "search.png"))
     browser.find_element(By.CSS_SELECTOR, ".results a.title").click()
-    assert "/article/" in browser.current_url
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(browser, 20).until(lambda b: "/article/" in b.current_url)
     assert browser.find_elements(By.CSS_SELECTOR, ".body .evidence mark")
     article_id = int(browser.current_url.rsplit("/", 1)[1].split("?")[0])
     browser.find_element(By.CSS_SELECTOR, "[data-testid=relevant-article]").click()
+    # The click posts a form and follows a redirect: wait for it (a loaded CI machine is slow).
+    WebDriverWait(browser, 20).until(lambda b: "feedback=saved" in b.current_url)
     assert "feedback=saved" in browser.current_url
     assert "feedback is saved" in browser.find_element(By.CSS_SELECTOR, ".notice").text
     browser.save_screenshot(str(tmp_path / "feedback.png"))
