@@ -130,9 +130,11 @@ def main() -> None:
         for t in topics:
             print(f"{t} study-fold errors: {' '.join(errors[t]) or '-'}")
     if args.learned:
+        from monitor.rules.embedding import available
         from monitor.rules.evaluation import cross_validate, labelled_articles, read_jsonl, training_rows
 
-        rows = training_rows(clf, labelled_articles(read_jsonl(args.input)))
+        # As newsmon train does: the sentence embedding is offered where it can be computed.
+        rows = training_rows(clf, labelled_articles(read_jsonl(args.input)), embeddings=available())
         for system, ev in cross_validate(rows, topics, folds=args.folds, seed=args.seed).items():
             cells = "  ".join(f"{t} {s.precision:.3f}/{s.recall:.3f}/{s.f1:.3f}"
                               for t, s in ev.scores.items())

@@ -75,8 +75,32 @@ def test_what_was_missing_is_named_with_the_shortfall(tmp_path: Path) -> None:
     assert not exp.fired
     (score, require) = exp.reasons
     assert score.startswith("score 1 < threshold 2") and score.endswith("1 more point needed")
-    assert "3 war-context terms (or 1 in the headline) needed, found 1: kremlin" in require
+    assert ("3 war-context terms (or 1 in the headline) needed, found 1 (none in the "
+            "headline): kremlin") in require
     assert "why not: require #1 not met: 3 war-context terms" in exp.format()
+
+
+def test_a_shortfall_counts_each_alternative_where_it_looks(tmp_path: Path) -> None:
+    """Terms found in the body do not count as found "in the headline or lede": the
+    message said "1 needed, found 3" for a require that was not met."""
+    clf = classifier(tmp_path, """
+        lists:
+          aid_terms: [aid package, weapons]
+        topics:
+          - id: a
+            threshold: 1
+            terms: ["@aid_terms"]
+            require:
+              - any:
+                  - {any: ["@aid_terms"], fields: [title, lede]}
+                  - {any: ["@aid_terms"], min_sentences: 2}
+    """)
+    exp = clf.explain(article("Rain fell. Roads shut. Schools closed. The aid package "
+                              "includes weapons.", title="Weather"))[0]
+    assert not exp.fired
+    (require,) = exp.reasons
+    assert ("1 aid-terms term in the headline/lede (or in 2 sentences) needed, found none "
+            "in the headline/lede (1 sentence): aid package, weapons") in require
 
 
 def test_the_readme_test_rule_example_fires() -> None:

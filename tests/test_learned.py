@@ -123,7 +123,13 @@ def test_verdicts_explain_their_pushes(rows: list) -> None:
         assert v.pushes and all(isinstance(w, str) and "_" not in w for w, _ in v.pushes)
         words = v.words()
         assert words.startswith("learned stage") and f"{v.cutoff:.2f}" in words
-        assert "pushed over by" in words or "held back by" in words
+        # What decided the verdict comes first: a push over for a yes, a hold under for a no.
+        if v.probability >= v.cutoff:
+            assert "pushed over by" in words or "held back by" in words
+            assert "held under by" not in words
+        else:
+            assert "held under by" in words or "for it:" in words
+            assert "pushed over by" not in words
     assert consulted  # the band holds some articles of the subset
 
 
@@ -147,14 +153,17 @@ def test_train_model_file_classifier_eval_end_to_end(tmp_path: Path) -> None:
     pack = pack_dir / "ukraine-war.yaml"
     shutil.copy(PACK_FILE, pack)
     runner = CliRunner()
-    res = runner.invoke(cli, ["train", "-i", str(data), "-r", str(pack), "--cv", "3", "--keep-all"])
+    # Rule features only (fast); the embedding is tested in test_learned_embedding.py.
+    res = runner.invoke(cli, ["train", "-i", str(data), "-r", str(pack), "--cv", "3", "--keep-all",
+                              "--no-embeddings"])
     assert res.exit_code == 0, res.output
     model_file = model_path_for(pack)
     assert model_file == pack_dir / "ukraine-war.model.json" and model_file.exists()
     for system in ("rules alone", "learned model alone", "rules + learned stage"):
         assert f"3-fold cross-validated: {system}" in res.output
     first = model_file.read_bytes()
-    res = runner.invoke(cli, ["train", "-i", str(data), "-r", str(pack), "--keep-all"])
+    res = runner.invoke(cli, ["train", "-i", str(data), "-r", str(pack), "--keep-all",
+                              "--no-embeddings"])
     assert res.exit_code == 0 and model_file.read_bytes() == first  # reproducible
 
     clf = Classifier(load_rules([pack]), Analyser())
@@ -213,3 +222,11 @@ def test_a_model_that_beats_no_rule_leaves_every_topic_to_the_rules(tmp_path: Pa
     judged = evaluate_systems(with_file.judge, ["negotiation", "ceasefire", "aid"], read_jsonl(data))
     assert {t: (s.tp, s.fp) for t, s in judged["both"].scores.items()} == {
         t: (s.tp, s.fp) for t, s in judged["rules"].scores.items()}
+
+
+def test_a_verdict_next_to_its_cutoff_shows_the_digits_that_separate_them() -> None:
+    from monitor.rules.learned import Verdict
+
+    v = Verdict(probability=0.4996, cutoff=0.5, fired=False, rules_fired=False,
+                decided_by="model", pushes=(("a short article", -0.4),))
+    assert "0.4996 < 0.5000" in v.words() and "held under by a short article" in v.words()

@@ -345,9 +345,16 @@ _SYSTEM_TITLES = {"rules": "rules alone", "model": "learned model alone",
                   "both": "rules + learned stage"}
 
 
-def _training_rows(clf: Any, inputs: tuple[Path, ...], bad: list[tuple[Path, int, str]]) -> list[Any]:
-    """Every usable labelled line of ``inputs`` as the rules alone see it."""
+def _training_rows(clf: Any, inputs: tuple[Path, ...], bad: list[tuple[Path, int, str]],
+                   embeddings: bool | None = None) -> list[Any]:
+    """Every usable labelled line of ``inputs`` as the rules alone see it (with the
+    articles' sentence embeddings where they can be computed, unless told not to)."""
+    from monitor.rules.embedding import available
     from monitor.rules.evaluation import labelled_articles, training_rows
+
+    if embeddings and not available():
+        _fail("--embeddings needs the wordllama package: pip install 'newsmon[embeddings]'")
+    embed = available() if embeddings is None else embeddings
 
     items = []
     for path in inputs:
@@ -358,7 +365,7 @@ def _training_rows(clf: Any, inputs: tuple[Path, ...], bad: list[tuple[Path, int
     if len(set(ids)) != len(ids):
         _fail("the same article id appears twice in the inputs: ids must be unique across files")
     with Progress(len(items), "analysing") as progress:
-        return training_rows(clf, items, progress.advance)
+        return training_rows(clf, items, progress.advance, embeddings=embed)
 
 
 def _print_cv(rows: list[Any], topics: list[str], folds: int, seed: int | None,
@@ -479,17 +486,22 @@ def _model_summary(clf: Any) -> dict[str, Any]:
 @click.option("--seed", type=int, default=None, help="Seed of the folds (default fixed).")
 @click.option("--keep-all", is_flag=True,
               help="Keep every topic's model, even one that does not beat its rules out of fold.")
+@click.option("--embeddings/--no-embeddings", default=None,
+              help="Also offer each topic's model the article's sentence embedding (kept only "
+                   "where it wins out of fold). Default: when wordllama is installed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @_rules_options
 @click.pass_context
 def train_command(ctx: click.Context, inputs: tuple[Path, ...], output: Path | None,
-                  cv: int | None, seed: int | None, keep_all: bool, as_json: bool,
-                  rules: tuple[str, ...], config: str | None, spacy_model: str | None) -> None:
+                  cv: int | None, seed: int | None, keep_all: bool, embeddings: bool | None,
+                  as_json: bool, rules: tuple[str, ...], config: str | None,
+                  spacy_model: str | None) -> None:
     """Fit the learned second stage on labelled articles and write its model file.
 
     Per topic, a logistic regression over what the rules computed (hits by
     field, sentences and paragraphs covered, exclusions, war-context mentions,
-    score against threshold, length...). It decides only near the rule
+    score against threshold, length...) and, where it wins out of fold, the
+    article's offline sentence embedding. It decides only near the rule
     threshold (vetoing weak matches, rescuing near misses); a topic whose model
     does not beat its rules out of fold is left to the rules. Deterministic:
     the same inputs, rule pack and seed write the same file.
@@ -509,7 +521,7 @@ def train_command(ctx: click.Context, inputs: tuple[Path, ...], output: Path | N
     rule_file = Path(clf.topics[0].path)
     target = output or model_path_for(rule_file)
     bad: list[tuple[Path, int, str]] = []
-    rows = _training_rows(clf, inputs, bad)
+    rows = _training_rows(clf, inputs, bad, embeddings)
     for path, number, error in bad:
         click.echo(f"error: {path}:{number}: {error}", err=True)
     out: dict[str, Any] = {}
@@ -536,10 +548,13 @@ def train_command(ctx: click.Context, inputs: tuple[Path, ...], output: Path | N
     else:
         click.echo(f"{len(rows)} labelled articles → {target}")
         for t, m in model.topics.items():
-            strongest = sorted(zip(m.features, m.coef, strict=True), key=lambda fc: -abs(fc[1]))[:4]
+            named = [(f, c) for f, c in zip(m.features, m.coef, strict=True)
+                     if not f.startswith("emb:")]
+            strongest = sorted(named, key=lambda fc: -abs(fc[1]))[:4]
             weights = ", ".join(f"{f} {c:+.2f}" for f, c in strongest)
+            wording = "; reads the sentence embedding too" if m.uses_embedding else ""
             click.echo(f"  {t}: learned stage decides between {m.band[0]:g}× and {m.band[1]:g}× "
-                       f"the threshold, cutoff {m.cutoff:.3f}; strongest: {weights}")
+                       f"the threshold, cutoff {m.cutoff:.3f}; strongest: {weights}{wording}")
         for t, why in model.meta["rules_alone"].items():
             click.echo(f"  {t}: rules alone ({why})")
         if not model.topics:

@@ -19,6 +19,8 @@ from typing import Any
 
 from monitor.analysis.analyser import AnalysedArticle, Analyser, Analysers
 from monitor.models import Article, TopicMatch
+from monitor.rules.embedding import Embedder
+from monitor.rules.embedding import available as embeddings_available
 from monitor.rules.evaluator import (
     TopicEvaluator,
     TopicExplanation,
@@ -122,6 +124,7 @@ class Classifier:
         if model is None or not model.judges(analysed.language):
             return exps
         ratios = {e.topic: min(4.0, e.score / e.threshold) if e.threshold else 0.0 for e in exps}
+        wording: dict[str, float] | None = None
         out = []
         for exp in exps:
             tm = model.topics.get(exp.topic)
@@ -130,6 +133,11 @@ class Classifier:
                 continue
             signals = topic_signals(exp.outcome, analysed)
             signals.update({f"also:{t}": r for t, r in ratios.items() if t != exp.topic})
+            if tm.uses_embedding and tm.consults(signals, exp.fired):
+                # Embedded once per article, and only where the model has the say.
+                if wording is None:
+                    wording = Embedder.embed_analysed(analysed)
+                signals.update(wording)
             verdict = tm.verdict(signals, exp.fired)
             if verdict.fired and not exp.fired:
                 exp = replace(exp, fired=True, reasons=())
@@ -245,5 +253,10 @@ def _find_model(ruleset: RuleSet) -> tuple[LearnedModel | None, Path | None]:
             return None, None
         known = {t.id for t in ruleset.topics}
         model.topics = {k: v for k, v in model.topics.items() if k in known}
+        if not embeddings_available():
+            for topic in [k for k, v in model.topics.items() if v.uses_embedding]:
+                log.warning("learned stage off for %s: its model reads sentence embeddings; "
+                            "install newsmon[embeddings] (wordllama) to use it", topic)
+                del model.topics[topic]
         return model, path
     return None, None

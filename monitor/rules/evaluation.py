@@ -235,9 +235,12 @@ def labelled_articles(lines: Iterable[JsonLine],
 
 
 def training_rows(classifier: Any, items: Sequence[Labelled],
-                  on_item: Callable[[], None] | None = None) -> list[TrainingRow]:
+                  on_item: Callable[[], None] | None = None, *,
+                  embeddings: bool = False) -> list[TrainingRow]:
     """Each labelled article as the rules alone see it: per topic, the learned
-    stage's features (:mod:`monitor.rules.features`) and the rules' verdict."""
+    stage's features (:mod:`monitor.rules.features`) and the rules' verdict; with
+    ``embeddings``, also the article's sentence embedding (:mod:`monitor.rules.embedding`)."""
+    from monitor.rules.embedding import Embedder
     from monitor.rules.features import topic_signals
 
     rows = []
@@ -245,10 +248,12 @@ def training_rows(classifier: Any, items: Sequence[Labelled],
         analysed = classifier.analyse(item.article)
         exps = classifier.explain_analysed(item.article, analysed, learned=False)
         ratios = {e.topic: min(4.0, e.score / e.threshold) if e.threshold else 0.0 for e in exps}
+        wording = Embedder.embed_analysed(analysed) if embeddings else {}
         signals = {}
         for e in exps:
             sig = topic_signals(e.outcome, analysed)
             sig.update({f"also:{t}": r for t, r in ratios.items() if t != e.topic})
+            sig.update(wording)
             signals[e.topic] = sig
         rows.append(TrainingRow(item.id, signals, {e.topic: e.fired for e in exps},
                                 {t: v for t, v in item.labels.items() if t in signals},

@@ -535,45 +535,45 @@ class TopicEvaluator:
             outcome=outcome,
         )
 
-    def _all_hits(self, node: Node) -> list[_Hit]:
-        """Every occurrence under ``node``, held or not (for "found 1 of 3")."""
-        if node.kind == "leaf":
-            return [_Hit(o, node.label, node.weight) for o in self.found.get(node.leaf, ())]
-        leaves = self.memo.needs_a_leaf(node)
-        if leaves is not None and self.found.keys().isdisjoint(leaves):
-            return []
-        # A proximity's partners ("Ukraine" next to "aid") are not what it looks for.
-        children = node.children[:1] if node.kind == "near" else node.children
-        out: list[_Hit] = []
-        for c in children:
-            if c.kind == "leaf":
-                out.extend(_Hit(o, c.label, c.weight) for o in self.found.get(c.leaf, ()))
-            elif c.kind != "none":
-                out.extend(self._all_hits(c))
-        return out
-
     def _shortfall(self, node: Node) -> str:
         """What a failed condition lacked, in words: "3 war-context terms needed (or 1 in
-        the headline), found 1: kremlin"."""
-        found = list(dict.fromkeys(h.occ.text.lower() for h in self._all_hits(node)))
+        the headline), found 1 (none in the headline): kremlin". Each alternative is
+        counted where it looks, on what it holds (its terms with their own conditions),
+        so "found" never contradicts "needed"."""
         names = list(dict.fromkeys(re.findall(r"@(\w+)", node.label)))
-        what = " / ".join(n.replace("_", "-") for n in names) + " terms" if names else node.label
+        what = " / ".join(n.replace("_", "-") for n in names) if names else ""
         options = [c for c in node.children if c.kind != "none"] if node.kind == "any" else [node]
-        alternatives = []  # (how many, where): "3", "1 in the headline", "in 2 sentences"
+        needs: list[str] = []  # "3", "1 in the headline", "in 2 sentences"
+        gots: list[str] = []   # what each alternative found where it looks
+        found: dict[str, None] = {}
         for o in options or [node]:
+            # The same condition anywhere, once: what it holds before "where" and "how many".
+            loose = replace(o, fields=None, min_count=1, min_sentences=1)
+            hits = [h for h in self.eval(loose).hits if h.weight]
+            found.update(dict.fromkeys(h.occ.text.lower() for h in hits))
             if o.fields:
                 where = "/".join(_FIELD_NAMES.get(f, f) for f in sorted(o.fields, key=_field_rank))
-                alternatives.append((str(max(1, o.min_count)), f" in the {where}"))
+                needs.append(f"{max(1, o.min_count)} in the {where}")
+                n = sum(1 for h in hits if self.field_of(h.occ) in o.fields)
+                gots.append(f"{n or 'none'} in the {where}")
             elif o.min_sentences > 1:
-                alternatives.append(("", f" in {o.min_sentences} sentences"))
+                needs.append(f"in {o.min_sentences} sentences")
+                n = len({(h.occ.field, h.occ.sent) for h in hits})
+                gots.append(f"{n} sentence{'s' if n != 1 else ''}")
             else:
-                alternatives.append((str(max(1, o.min_count)), ""))
-        (count, where), rest = alternatives[0], alternatives[1:]
-        head = f"{count} {what}{where}" if count else f"{what}{where}"
-        others = ", ".join(f"{c}{w}".strip() for c, w in rest)
-        shown = ", ".join(found[:6]) + (f" (+{len(found) - 6})" if len(found) > 6 else "")
-        return (f"{head}{f' (or {others})' if others else ''} needed, found {len(found)}"
-                + (f": {shown}" if found else "") + f" ({node.source})")
+                needs.append(str(max(1, o.min_count)))
+                gots.append(str(len(dict.fromkeys(h.occ.text.lower() for h in hits))))
+        first, rest = needs[0], needs[1:]
+        count, _, where = first.partition(" in ") if first[0].isdigit() else ("", "", first[3:])
+        plural = "" if count == "1" else "s"
+        noun = f"{what} term{plural}" if what else node.label
+        head = " ".join(x for x in (count, noun, f"in {where}" if where else "") if x)
+        others = f" (or {', '.join(rest)})" if rest else ""
+        got = gots[0] + (f" ({', '.join(gots[1:])})" if gots[1:] else "")
+        terms = list(found)
+        shown = ", ".join(terms[:6]) + (f" (+{len(terms) - 6})" if len(terms) > 6 else "")
+        return (f"{head}{others} needed, found {got}"
+                + (f": {shown}" if terms else "") + f" ({node.source})")
 
     def _term_hits(self, hits: list[_Hit]) -> tuple[TermHit, ...]:
         """One TermHit per matched span; a span scored by two nodes (a term and a

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.rules.embedding import EMBEDDING, is_embedding
 from monitor.rules.features import feature_names, feature_words
 
 __all__ = [
@@ -87,17 +88,28 @@ class Verdict:
         sentences; held back by a long article"."""
         if self.decided_by == "rules":
             return "learned stage: not consulted (the rule score is clear)"
-        sign = "≥" if self.probability >= self.cutoff else "<"
+        yes = self.probability >= self.cutoff
+        sign = "≥" if yes else "<"
+        # "0.50 < 0.50" reads as a contradiction: show the digits that tell them apart.
+        digits = next((d for d in (2, 3, 4) if round(self.probability, d) != round(self.cutoff, d)), 4)
         what = ("rescued a near miss" if self.fired and not self.rules_fired else
                 "vetoed the rule match" if self.rules_fired and not self.fired else
                 "agrees")
         up = [w for w, c in self.pushes if c > 0.05][:top]
         down = [w for w, c in self.pushes if c < -0.05][:top]
-        parts = [f"learned stage {what}: {self.probability:.2f} {sign} {self.cutoff:.2f}"]
-        if up:
-            parts.append("pushed over by " + ", ".join(up))
-        if down:
-            parts.append("held back by " + ", ".join(down))
+        parts = [f"learned stage {what}: {self.probability:.{digits}f} {sign} "
+                 f"{self.cutoff:.{digits}f}"]
+        # Lead with what decided it: what pushed a yes over, what held a no under.
+        if yes:
+            if up:
+                parts.append("pushed over by " + ", ".join(up))
+            if down:
+                parts.append("held back by " + ", ".join(down))
+        else:
+            if down:
+                parts.append("held under by " + ", ".join(down))
+            if up:
+                parts.append("for it: " + ", ".join(up))
         return "; ".join(parts)
 
 
@@ -115,6 +127,15 @@ class TopicModel:
     mode: str = "both"
     band: tuple[float, float] = DEFAULT_BAND
 
+    @property
+    def uses_embedding(self) -> bool:
+        return any(is_embedding(f) for f in self.features)
+
+    def consults(self, signals: Mapping[str, float], rules_fired: bool) -> bool:
+        """Whether the model has the say on this article (else the rules' verdict stands):
+        the classifier computes costly features (the embedding) only then."""
+        return self.decide(1.0, signals, rules_fired)[1] == "model"
+
     def vector(self, signals: Mapping[str, float]) -> np.ndarray:
         return np.array([float(signals.get(f, 0.0)) for f in self.features])
 
@@ -126,9 +147,18 @@ class TopicModel:
         x = self.vector(signals)
         push = (x - self.mean) / self.scale * self.coef
         p = _sigmoid(float(push.sum()) + self.intercept)
-        order = np.argsort(-np.abs(push), kind="stable")
-        pushes = tuple((feature_words(self.features[i], bool(x[i] > self.mean[i])),
-                        round(float(push[i]), 3)) for i in order[:6] if abs(push[i]) > 1e-9)
+        named: list[tuple[str, float]] = []
+        wording = 0.0  # the embedding's dimensions mean nothing one by one: one push for all
+        for i, name in enumerate(self.features):
+            if is_embedding(name):
+                wording += float(push[i])
+            else:
+                named.append((feature_words(name, bool(x[i] > self.mean[i])), float(push[i])))
+        if self.uses_embedding:
+            named.append(("wording like the topic's articles" if wording > 0 else
+                          "wording unlike the topic's articles", wording))
+        named.sort(key=lambda wp: -abs(wp[1]))
+        pushes = tuple((w, round(c, 3)) for w, c in named[:6] if abs(c) > 1e-9)
         fired, by = self.decide(p, signals, rules_fired)
         return Verdict(probability=round(p, 4), cutoff=self.cutoff, fired=fired,
                        rules_fired=rules_fired, decided_by=by, pushes=pushes)
@@ -211,6 +241,9 @@ class LearnedModel:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: malformed model ({exc})") from exc
         meta = {k: v for k, v in data.items() if k not in ("format", "version", "topics")}
+        if any(m.uses_embedding for m in topics.values()) and meta.get("embedding") != dict(EMBEDDING):
+            raise ValueError(f"{path}: trained on embeddings {meta.get('embedding')!r}, this "
+                             f"newsmon computes {dict(EMBEDDING)!r}: run newsmon train again")
         return cls(topics=topics, meta=meta)
 
 
@@ -370,23 +403,43 @@ def train_model(rows: Sequence[TrainingRow], topics: Sequence[str], *, seed: int
         if len({r.labels[topic] for r in labelled}) < 2:
             rules_alone[topic] = "no labels of both kinds"
             continue
-        names = feature_names([t for t in topics if t != topic])
-        model = _fit_topic(labelled, topic, names, l2, mode, band)
-        oof = out_of_fold(labelled, topic, names, folds=folds, seed=seed, l2=l2, mode=mode,
-                          band=band, tune_cutoff=False)
-        model.cutoff = _pick_cutoff(oof, topic)
-        if select and mode == "both":
+        rule_names = feature_names([t for t in topics if t != topic])
+        # With embeddings in the rows, the model may also read the article's wording; each
+        # feature set is judged the same way and the better kept (by nested CV).
+        embedded = tuple(sorted((f for f in labelled[0].signals[topic] if is_embedding(f)),
+                                key=lambda f: int(f[len("emb:"):])))
+        candidates = [rule_names] + ([rule_names + embedded] if embedded else [])
+        if not (select and mode == "both"):
+            candidates = candidates[-1:]  # no selection: every feature the rows carry
+        chosen: tuple[TopicModel, float] | None = None
+        why_not: list[str] = []
+        for names in candidates:
+            model = _fit_topic(labelled, topic, names, l2, mode, band)
+            oof = out_of_fold(labelled, topic, names, folds=folds, seed=seed, l2=l2, mode=mode,
+                              band=band, tune_cutoff=False)
+            model.cutoff = _pick_cutoff(oof, topic)
+            if not (select and mode == "both"):
+                chosen = (model, 0.0)
+                break
             # Judged on folds whose cutoff was itself picked without them (nested):
             # picking the cutoff on the same predictions flatters the model.
             nested = out_of_fold(labelled, topic, names, folds=folds, seed=seed, l2=l2,
                                  mode=mode, band=band, tune_cutoff=True)
             learned_f1, learned_p = _oof_f1(nested, topic, use_model=True)
             rules_f1, _ = _oof_f1(nested, topic, use_model=False)
+            kind = "with the model and embeddings" if model.uses_embedding else "with the model"
             if learned_f1 < rules_f1 + MIN_GAIN or learned_p < MIN_PRECISION:
-                rules_alone[topic] = (f"out-of-fold F1 {learned_f1:.3f} (P {learned_p:.3f}) with "
-                                      f"the model vs {rules_f1:.3f} by rules alone")
-                continue
-        models[topic] = model
-    info = {"seed": seed, "l2": l2, "folds": folds, "mode": mode, **(meta or {}),
-            "languages": sorted({r.language for r in rows}), "rules_alone": rules_alone}
+                why_not.append(f"out-of-fold F1 {learned_f1:.3f} (P {learned_p:.3f}) {kind} "
+                               f"vs {rules_f1:.3f} by rules alone")
+            elif chosen is None or learned_f1 > chosen[1] + MIN_GAIN:
+                chosen = (model, learned_f1)
+        if chosen is None:
+            rules_alone[topic] = "; ".join(why_not)
+            continue
+        models[topic] = chosen[0]
+    info: dict[str, Any] = {"seed": seed, "l2": l2, "folds": folds, "mode": mode, **(meta or {}),
+                            "languages": sorted({r.language for r in rows}),
+                            "rules_alone": rules_alone}
+    if any(m.uses_embedding for m in models.values()):
+        info["embedding"] = dict(EMBEDDING)
     return LearnedModel(topics=models, meta=info)

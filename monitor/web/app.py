@@ -20,7 +20,7 @@ from aiohttp import web
 from monitor.config import Config, parse_duration, secret_values
 from monitor.logs import RedactingFilter
 from monitor.models import Article
-from monitor.records import utcnow
+from monitor.records import StoryListRow, utcnow
 from monitor.storage import Storage, StoreError, open_readonly, open_storage
 from monitor.storage import read_models as views
 from monitor.storage.feedback import VERDICTS, FeedbackRepository
@@ -47,6 +47,7 @@ PER_PAGE = 20
 FEED_ENTRIES = 50  # entries in an Atom feed
 INSTANCE_META = "web_instance_id"  # meta key: the Atom ids' stable per-database part
 STORIES_SINCE = "24h"  # the stories page's default window (``newsmon stories --since``)
+OVERVIEW_STORIES_SINCE, STORIES_PER_TOPIC = "7d", 4  # the overview's latest stories per topic
 _STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml",
                  ".png": "image/png"}
 _HEALTHY = {"ok", "new", "disabled", "recovered"}
@@ -179,8 +180,24 @@ async def overview(request: web.Request) -> web.Response:
                 if c.failures or c.dead]
     return ws.page(request, "overview.html", title="Overview",
                    latest=views.latest_matches(ws.reader.connection, per_topic=5),
+                   story_window=OVERVIEW_STORIES_SINCE, latest_stories=_latest_stories(ws, now),
                    chart=render.volume_chart(volume, end=today, labels=ws.topic_names),
                    feeds=feeds, channels=channels)
+
+
+def _latest_stories(ws: Workspace, now: datetime) -> dict[str, list[StoryListRow]]:
+    """The newest stories of each topic seen within ``OVERVIEW_STORIES_SINCE`` (the stories'
+    ``last_seen`` index bounds the read), a few a topic, topics by name."""
+    if not ws.stories_available():
+        return {}
+    cutoff = now - timedelta(seconds=parse_duration(OVERVIEW_STORIES_SINCE))
+    out: dict[str, list[StoryListRow]] = {}
+    for row in StoryRepository(ws.reader.connection).list_stories(since=cutoff, limit=500):
+        for topic in row.topics:
+            shown = out.setdefault(topic, [])
+            if len(shown) < STORIES_PER_TOPIC:
+                shown.append(row)
+    return {t: out[t] for t in sorted(out, key=lambda t: ws.topic_names.get(t, t))}
 
 
 async def article(request: web.Request) -> web.Response:
@@ -219,7 +236,10 @@ async def search(request: web.Request) -> web.Response:
     ws = _ws(request)
     q = request.query
     until = _date(q.get("until"))
-    filters = SearchFilters(topic=q.get("topic") or None, feed=q.get("feed") or None,
+    choices = _feed_choices(ws.config)
+    feed = q.get("feed") or None
+    targets = {value: target for value, target, _ in choices}
+    filters = SearchFilters(topic=q.get("topic") or None, feed=targets.get(feed, feed) if feed else None,
                             since=_date(q.get("since")),
                             until=until + timedelta(days=1) if until else None,
                             matched_only=q.get("matched") == "1")
@@ -230,10 +250,18 @@ async def search(request: web.Request) -> web.Response:
     query = q.get("q", "")
     result = ws.search.search(query, filters, page=page_no, per_page=PER_PAGE) if (
         query.strip() or q.get("topic") or q.get("matched")) else None
-    feeds = [f.name or f.url for f in ws.config.feeds]
+    feeds = [(value, ws.redact(label)) for value, _, label in choices]
     args = {k: v for k, v in q.items() if k != "page"}
     return ws.page(request, "search.html", title="Search", result=result, q=query, form=q,
                    feeds=feeds, topics=sorted(ws.topic_names), args=args)
+
+
+def _feed_choices(config: Config) -> list[tuple[str, str, str]]:
+    """The search form's feed filter as (form value, what the search filters on, label): a
+    feed's name, or ``#n`` for a feed without one, whose URL (it may hold a secret) is then
+    never a form value; the label is redacted by the caller."""
+    return [(f.name, f.name, f.name) if f.name else (f"#{n}", f.url, f.url)
+            for n, f in enumerate(config.feeds)]
 
 
 async def feeds(request: web.Request) -> web.Response:
