@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
@@ -34,50 +33,13 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.pipeline import load_pages, run_pipeline  # noqa: E402
+from bench._common import load_pages, serve_pages, server_process  # noqa: E402
+from bench.pipeline import run_pipeline  # noqa: E402
 
 NOOP_TASK = "bench.noop"
-
-
-def serve(port_queue: multiprocessing.Queue, pages: list[bytes]) -> None:
-    """The loopback site: /feed/<name>.xml?n=K (K items) and /page/<name>/<i>."""
-    from aiohttp import web
-
-    async def feed(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        count = min(len(pages), int(request.query.get("n", len(pages))))
-        port = request.app["port"]
-        items = "".join(
-            f"<item><title>Benchmark article {i}</title>"
-            f"<link>http://127.0.0.1:{port}/page/{name}/{i}</link>"
-            f"<guid>{name}-{i}</guid><description>Article {i} of the benchmark.</description></item>"
-            for i in range(count))
-        body = (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
-                f"<title>{escape(name)}</title>{items}</channel></rss>").encode()
-        return web.Response(body=body, content_type="application/rss+xml")
-
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(body=pages[int(request.match_info["i"])], content_type="text/html",
-                            charset="utf-8")
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/feed/{name}.xml", feed)
-        app.router.add_get("/page/{name}/{i}", page)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        app["port"] = port
-        port_queue.put(port)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
 
 
 def durable_postgres(root: Path) -> Any:
@@ -252,28 +214,23 @@ def main() -> None:
     import logging
     logging.basicConfig(level=logging.WARNING)
     pages = load_pages()
-    ctx = multiprocessing.get_context("spawn")
-    port_queue: multiprocessing.Queue = ctx.Queue()
-    server = ctx.Process(target=serve, args=(port_queue, pages), daemon=True)
-    server.start()
-    port = port_queue.get(timeout=30)
     root = Path(tempfile.mkdtemp(prefix="newsmon-cluster-bench-"))
     root.chmod(0o755)  # the server runs as the postgres user under root
-    pg = durable_postgres(root / "pg")
     figures: dict[str, Any] = {"cores": os.cpu_count(), "load_average": os.getloadavg()}
-    try:
-        figures["queue"] = asyncio.run(queue_round_trip(pg.new_database("queue"), args.jobs))
-        url = pg.new_database("bench")
-        folder = root / "work"
-        folder.mkdir()
-        figures["postgresql"] = [cluster_run(url, port, n, len(pages), folder) for n in counts]
-        if not args.skip_sqlite:
-            figures["sqlite"] = sqlite_runs(port, [n for n in (1, 2) if n <= (os.cpu_count() or 1)])
-    finally:
-        server.terminate()
-        pg.stop()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(root)
+    with server_process(serve_pages, pages) as port:
+        pg = durable_postgres(root / "pg")
+        try:
+            figures["queue"] = asyncio.run(queue_round_trip(pg.new_database("queue"), args.jobs))
+            url = pg.new_database("bench")
+            folder = root / "work"
+            folder.mkdir()
+            figures["postgresql"] = [cluster_run(url, port, n, len(pages), folder) for n in counts]
+            if not args.skip_sqlite:
+                figures["sqlite"] = sqlite_runs(port, [n for n in (1, 2) if n <= (os.cpu_count() or 1)])
+        finally:
+            pg.stop()
+            with contextlib.suppress(OSError):
+                shutil.rmtree(root)
     cores = os.cpu_count() or 1
     base = figures["postgresql"][0]["articles_per_s"] / min(figures["postgresql"][0]["workers"], cores)
     for run in figures["postgresql"]:

@@ -16,68 +16,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench._common import load_pages, serve_pages, server_process  # noqa: E402
 from bench.memory import peak_rss_mb  # noqa: E402
 
-HTML_DIR = REPO.parent / "shared" / "fixtures" / "html"
-
-
-def load_pages() -> list[bytes]:
-    files = sorted((HTML_DIR / "html").glob("*.html.gz"))
-    if not files:
-        raise SystemExit(f"no pages under {HTML_DIR}: the shared data set must sit beside the checkout")
-    return [gzip.decompress(f.read_bytes()) for f in files]
-
-
-def feed_xml(port: int, count: int, round_no: int) -> bytes:
-    items = "".join(
-        f"<item><title>Benchmark article {i}</title>"
-        f"<link>http://127.0.0.1:{port}/page/{round_no}/{i}</link>"
-        f"<guid>r{round_no}-{i}</guid><description>Article {i} of the benchmark.</description></item>"
-        for i in range(count)
-    )
-    return (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
-            f"<title>{escape('bench')}</title>{items}</channel></rss>").encode()
-
-
-def serve(port_queue: multiprocessing.Queue, pages: list[bytes]) -> None:
-    """The loopback site: /feed/<round>.xml and /page/<round>/<i>."""
-    from aiohttp import web
-
-    async def feed(request: web.Request) -> web.Response:
-        round_no = int(request.match_info["round"])
-        return web.Response(body=feed_xml(request.app["port"], len(pages), round_no),
-                            content_type="application/rss+xml")
-
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(body=pages[int(request.match_info["i"])], content_type="text/html",
-                            charset="utf-8")
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/feed/{round}.xml", feed)
-        app.router.add_get("/page/{round}/{i}", page)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        app["port"] = port
-        port_queue.put(port)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
+# bench/web_fts_overhead.py takes the corpus and its site from here.
+serve = serve_pages
 
 
 def extract_only(pages: list[bytes]) -> dict[str, float]:
@@ -147,17 +99,10 @@ def main() -> None:
     args = parser.parse_args()
 
     pages = load_pages()
-    queue: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()
-    server = multiprocessing.get_context("spawn").Process(target=serve, args=(queue, pages),
-                                                          daemon=True)
-    server.start()
-    port = queue.get(timeout=30)
-    try:
+    with server_process(serve_pages, pages) as port:
         baseline = extract_only(pages)
         with tempfile.TemporaryDirectory() as tmp:
             result = asyncio.run(run_pipeline(port, args.workers, args.rounds, Path(tmp)))
-    finally:
-        server.terminate()
 
     rate = result["articles"] / result["seconds"]
     cores = min(args.workers, os.cpu_count() or 1) or 1

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import resource
 import subprocess
@@ -42,6 +43,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench._common import serve_app, server_process  # noqa: E402
 
 ITEMS_304 = 10
 ITEMS_UNCHANGED = 50
@@ -65,7 +67,7 @@ def feed_body(n: int, items: int) -> bytes:
     return "".join(parts).encode()
 
 
-def serve(port_file: str, feeds: int) -> None:
+def serve(port_queue: multiprocessing.Queue, feeds: int) -> None:
     from aiohttp import web
 
     bodies_304 = [feed_body(n, ITEMS_304) for n in range(feeds)]
@@ -83,19 +85,10 @@ def serve(port_file: str, feeds: int) -> None:
         return web.Response(body=bodies_200[int(request.match_info["n"])],
                             content_type="application/rss+xml")
 
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/304/{n}.xml", with_etag)
-        app.router.add_get("/unchanged/{n}.xml", unchanged)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-        await site.start()
-        port = runner.addresses[0][1]
-        Path(port_file).write_text(str(port))
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
+    app = web.Application()
+    app.router.add_get("/304/{n}.xml", with_etag)
+    app.router.add_get("/unchanged/{n}.xml", unchanged)
+    serve_app(app, port_queue, backlog=4096)
 
 
 # --- one measured run (its own process) -------------------------------------------------------
@@ -220,44 +213,28 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="measured cycles per run")
     parser.add_argument("--tools", default="newsmon,reader")
     parser.add_argument("--child", choices=["newsmon", "reader"], help=argparse.SUPPRESS)
-    parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--scenario", default="304", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve(args.serve, args.feeds)
-        return
     if args.child:
         args.tool = args.child
         child(args)
         return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        port_file = Path(tmp) / "port"
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(port_file),
-                                   "--feeds", str(args.feeds)], cwd=REPO)
-        try:
-            for _ in range(600):
-                if port_file.exists() and port_file.read_text():
-                    break
-                time.sleep(0.1)
-            port = int(port_file.read_text())
-            print(f"{args.feeds} feeds on 127.0.0.1:{port} (server pid {server.pid});"
-                  f" {os.cpu_count()} CPUs; median of {args.repeat} measured cycles\n")
-            print(f"{'tool':8} {'scenario':10} {'concurrency':22} {'cycle s':>8} {'CPU s':>7}"
-                  f" {'warm-up s':>9} {'peak MB':>8}")
-            for scenario in ("304", "unchanged"):
-                for label, conc in (("defaults", None), ("same", args.concurrency)):
-                    for tool in args.tools.split(","):
-                        r = measure(tool, scenario, port, args.feeds, conc, args.repeat)
-                        shown = (f"{label} ({conc})" if conc else
-                                 f"defaults ({'20, 4/host' if tool == 'newsmon' else '1'})")
-                        print(f"{tool:8} {scenario:10} {shown:22} {_median(r['cycle_s']):8.2f}"
-                              f" {_median(r['cpu_s']):7.2f} {r['warmup_s']:9.1f}"
-                              f" {r['peak_rss_mb']:8.0f}", flush=True)
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    with server_process(serve, args.feeds) as port:
+        print(f"{args.feeds} feeds on 127.0.0.1:{port}; {os.cpu_count()} CPUs;"
+              f" median of {args.repeat} measured cycles\n")
+        print(f"{'tool':8} {'scenario':10} {'concurrency':22} {'cycle s':>8} {'CPU s':>7}"
+              f" {'warm-up s':>9} {'peak MB':>8}")
+        for scenario in ("304", "unchanged"):
+            for label, conc in (("defaults", None), ("same", args.concurrency)):
+                for tool in args.tools.split(","):
+                    r = measure(tool, scenario, port, args.feeds, conc, args.repeat)
+                    shown = (f"{label} ({conc})" if conc else
+                             f"defaults ({'20, 4/host' if tool == 'newsmon' else '1'})")
+                    print(f"{tool:8} {scenario:10} {shown:22} {_median(r['cycle_s']):8.2f}"
+                          f" {_median(r['cpu_s']):7.2f} {r['warmup_s']:9.1f}"
+                          f" {r['peak_rss_mb']:8.0f}", flush=True)
 
 
 def _median(values: Sequence[float]) -> float:

@@ -13,8 +13,8 @@ about 50 s and started again at once. Then, once the work has drained:
   requests were in flight to the feed host, from all processes together.
 
 Start-up (imports) would dominate the restarts, so the processes are forked from
-a "zygote" that imported ``monitor.cli`` once (as in tests/test_crash.py); each
-child runs the real entry point with its own argv.
+a "zygote" that imported ``monitor.cli`` once (tests/helpers/zygote.py, as in
+tests/test_crash.py); each child runs the real entry point with its own argv.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from __future__ import annotations
 import random
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -35,9 +33,10 @@ import pytest
 
 from tests.helpers.configs import ConfigFactory
 from tests.helpers.feed import MATCHING_TITLE
-from tests.helpers.paths import REPO
 from tests.helpers.postgres import PostgresServer
 from tests.helpers.servers import Site, rss
+from tests.helpers.service import eventually
+from tests.helpers.zygote import Zygote, ok_after, resends_logged
 
 pytestmark = pytest.mark.postgres
 
@@ -48,78 +47,6 @@ CHAOS_S = 50.0
 DRAIN_S = 30.0
 ROLES = {"poller": 2, "worker": 3, "deliver": 2}
 ALERT_KEY = re.compile(r"(?:Alert id|^\s+id): (\S+)", re.MULTILINE)  # alert and digest lines
-
-ZYGOTE = r"""
-import os, signal, sys, time
-import apprise, procrastinate, psycopg
-import monitor.cli
-import monitor.cluster.poller, monitor.cluster.worker, monitor.cluster.deliver
-apprise.Apprise().add("json://127.0.0.1:9/warm-up")  # load apprise's plugins once
-print("ready", flush=True)
-for line in sys.stdin:
-    command, *args = line.rstrip("\n").split("\t")
-    if command == "run":
-        log, *argv = args
-        pid = os.fork()
-        if pid == 0:
-            null = os.open(os.devnull, os.O_RDWR)
-            out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            os.dup2(null, 0); os.dup2(null, 1); os.dup2(out, 2)
-            sys.argv = ["newsmon", *argv]
-            code = 0
-            try:
-                monitor.cli.main()
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            os._exit(code)
-        print(pid, flush=True)
-    elif command in ("kill", "term"):
-        pid = int(args[0])
-        os.kill(pid, signal.SIGKILL if command == "kill" else signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-            time.sleep(0.02)
-        print(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status),
-              flush=True)
-"""
-
-
-class Zygote:
-    """Forks newsmon processes on request (stdin lines), kills and reaps them."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], cwd=REPO, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.lock = threading.Lock()
-        assert self.ask("") == "ready"
-
-    def ask(self, line: str) -> str:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        with self.lock:
-            if line:
-                self.proc.stdin.write(line + "\n")
-                self.proc.stdin.flush()
-            return self.proc.stdout.readline().strip()
-
-    def run(self, log: Path, *argv: str) -> int:
-        return int(self.ask("\t".join(["run", str(log), *argv])))
-
-    def kill(self, pid: int) -> int:
-        return int(self.ask(f"kill\t{pid}"))
-
-    def term(self, pid: int) -> int:
-        return int(self.ask(f"term\t{pid}"))
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=20)
-
 
 class Feeds:
     """Loopback feeds that publish ``ARTICLES`` matching articles over time, and count
@@ -172,20 +99,6 @@ class Feeds:
         return handler
 
 
-def received_ok(_request: Any) -> tuple[int, dict[str, str], bytes]:
-    time.sleep(0.01)  # a send takes a moment, so kills land mid-send too
-    return 200, {"Content-Type": "application/json"}, b"{}"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def one(url: str, sql: str) -> Any:
     import psycopg
 
@@ -207,7 +120,7 @@ def test_sigkill_chaos_loses_no_alert_and_never_polls_a_feed_twice_at_once(
     url = postgres_server.new_database("chaos")
     rng = random.Random(15)
     feeds = Feeds()
-    receiver = Site(routes={"/hook": received_ok, "/desk": received_ok})
+    receiver = Site(routes={"/hook": ok_after(0.01), "/desk": ok_after(0.01)})
     with feeds.site, receiver:
         config = ConfigFactory(tmp_path).write(
             database=url,
@@ -220,7 +133,8 @@ def test_sigkill_chaos_loses_no_alert_and_never_polls_a_feed_twice_at_once(
                       "retry_max": "1s"})
         argv = {"poller": ["poller", "--lease", "3"], "worker": ["worker", "--beat", "1"],
                 "deliver": ["deliver"]}
-        zygote = Zygote()
+        zygote = Zygote(preload=("procrastinate", "psycopg", "monitor.cluster.poller",
+                                 "monitor.cluster.worker", "monitor.cluster.deliver"))
         logs: list[Path] = []
         running: list[tuple[str, int]] = []
         kills: Counter[str] = Counter()
@@ -233,8 +147,8 @@ def test_sigkill_chaos_loses_no_alert_and_never_polls_a_feed_twice_at_once(
         try:
             # The first process creates the schema; the others start beside it.
             running.append(("poller", start("poller")))
-            assert wait_for(lambda: logs[0].exists() and b"running" in logs[0].read_bytes(),
-                            30), logs[0].read_text(errors="replace")[-3000:]
+            assert eventually(lambda: logs[0].exists() and b"running" in logs[0].read_bytes(),
+                              30, interval=0.2), logs[0].read_text(errors="replace")[-3000:]
             for role, count in ROLES.items():
                 for _ in range(count - (role == "poller")):
                     running.append((role, start(role)))
@@ -253,7 +167,7 @@ def test_sigkill_chaos_loses_no_alert_and_never_polls_a_feed_twice_at_once(
                         and one(url, "SELECT COUNT(*) FROM alerts WHERE status != 'sent'") == 0
                         and one(url, "SELECT COUNT(*) FROM cluster_queued_items") == 0)
 
-            done = wait_for(drained, DRAIN_S)
+            done = eventually(drained, DRAIN_S, interval=0.2)
             time.sleep(0.5)  # the last sends' requests land
         finally:
             for _role, pid in running:
@@ -282,8 +196,7 @@ def test_sigkill_chaos_loses_no_alert_and_never_polls_a_feed_twice_at_once(
             received[channel].update(ids)
         missing = [(key, channel) for key, channel, _ in alerts if not received[channel][key]]
         assert not missing, f"{len(missing)} of {len(alerts)} alerts never arrived: {missing[:10]}"
-        resent_logged = sum(log.read_text(errors="replace").count("may arrive twice")
-                            for log in logs)
+        resent_logged = resends_logged(logs)
         print(f"kills {dict(kills)}; {len(alerts)} alerts, {duplicate_messages} duplicate"
               f" message(s), {resent_logged} re-send(s) logged; polls {sum(feeds.polls.values())},"
               f" max in flight to the host {feeds.max_host_in_flight}")

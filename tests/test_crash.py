@@ -10,15 +10,14 @@ at most one message per kill (the one in flight), each logged by the next run.
 
 Start-up (imports: about 2 s of CPU) would dominate 50 restarts, so the killed
 daemons are forked from a "zygote" process that has imported ``monitor.cli``
-once: each child runs the real entry point (``monitor.cli`` with
-``--config ... run``) in its own process, is SIGKILLed, and is reaped by the
-zygote. The final drain is a plain ``python -m monitor run``. Two independent
+once (tests/helpers/zygote.py): each child runs the real entry point
+(``monitor.cli`` with ``--config ... run``) in its own process, is SIGKILLed,
+and is reaped by the zygote. The final drain is a plain ``python -m monitor run``. Two independent
 loops (each its own database and receiver) run side by side.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import signal
@@ -29,26 +28,27 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from monitor.identity import article_key, item_planner
 from monitor.models import Article, EvidenceSentence, FeedItem, ProcessedArticle, TopicMatch
+from monitor.records import RecordResult
 from monitor.runtime.stories import StoryKeeper
-from monitor.storage import Storage, StoreError, open_storage
+from monitor.storage import StoreError, open_storage
 from monitor.storage.stories import StoryRepository
 from tests.helpers.configs import ConfigFactory
 from tests.helpers.delivery import add_alert
 from tests.helpers.paths import REPO
 from tests.helpers.servers import Site
+from tests.helpers.service import eventually
+from tests.helpers.zygote import Zygote, ok_after, resends_logged
+
+T = TypeVar("T")
 
 KILLS_PER_LOOP = 26  # two loops: 52 kills
 KEY = re.compile(r"a\d+-ceasefire-hook")
-
-
-def slow_ok(handler: object) -> tuple[int, dict[str, str], bytes]:
-    time.sleep(0.02)  # a send takes a moment, so kills land mid-send too
-    return 200, {"Content-Type": "application/json"}, b"{}"
 
 
 def write_config(folder: Path, port: int, *, per_story: bool = False) -> Path:
@@ -60,93 +60,65 @@ def write_config(folder: Path, port: int, *, per_story: bool = False) -> Path:
                   "collapse_over": 6, "per_story": per_story})
 
 
-ZYGOTE = r"""
-import os, signal, sys
-import apprise
-import monitor.cli
-apprise.Apprise().add("json://127.0.0.1:9/warm-up")  # load apprise's plugins once
-print("ready", flush=True)
-for line in sys.stdin:
-    command, *args = line.split()
-    if command == "run":
-        config, log = args
-        pid = os.fork()
-        if pid == 0:
-            null = os.open(os.devnull, os.O_RDWR)
-            out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            os.dup2(null, 0); os.dup2(null, 1); os.dup2(out, 2)
-            sys.argv = ["newsmon", "--config", config, "run"]
-            code = 0
-            try:
-                monitor.cli.main()
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            os._exit(code)
-        print(pid, flush=True)
-    elif command == "kill":
-        pid = int(args[0])
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-        print(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status),
-              flush=True)
-"""
-
-
-class Zygote:
-    """A process that has imported newsmon and forks daemons on request."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], cwd=REPO, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert self.ask("") == "ready"
-
-    def ask(self, line: str) -> str:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        if line:
-            self.proc.stdin.write(line + "\n")
-            self.proc.stdin.flush()
-        return self.proc.stdout.readline().strip()
-
-    def run(self, config: Path, log: Path) -> int:
-        return int(self.ask(f"run {config} {log}"))
-
-    def kill(self, pid: int) -> int:
-        """SIGKILL the daemon; returns its exit status (-9)."""
-        return int(self.ask(f"kill {pid}"))
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=10)
-
-
-def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "monitor", "--config", str(config), "run"], cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=log.open("wb"), env={**os.environ},
-    )
-
-
 def running(log: Path) -> bool:
     return log.exists() and b"newsmon running" in log.read_bytes()
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+def kill_loop(config: Path, folder: Path, rng: random.Random, runs: int, *,
+              before: Callable[[], None], during: Callable[[], None]) -> int:
+    """``runs`` times: ``before()``, fork ``newsmon run``, call ``during()`` now and then
+    while it runs, and SIGKILL it at a random moment. Returns how many SIGKILLs landed."""
+    kills = 0
+    zygote = Zygote()
+    try:
+        for run in range(runs):
+            before()
+            log = folder / f"run-{run}.log"
+            pid = zygote.run(log, "--config", str(config), "run")
+            try:
+                started = eventually(lambda: running(log), 15, interval=0.02)  # noqa: B023
+                assert started, log.read_text(errors="replace")[-2000:]
+                # Alerts keep arriving while it runs; the kill comes at a random moment.
+                deadline = time.monotonic() + rng.uniform(0.0, 0.6)
+                while time.monotonic() < deadline:
+                    if rng.random() < 0.3:
+                        during()
+                    time.sleep(0.03)
+            finally:
+                kills += zygote.kill(pid) == -signal.SIGKILL
+    finally:
+        zygote.close()
+    return kills
 
 
-def insert(store: Storage, seed: int) -> int:
-    """One alert, as the pipeline writes it; retried like a poll is when the store
-    reports a busy database (a deferred transaction that reads, then writes,
-    can lose the race to the daemon's delivery writes)."""
+def drain(config: Path, folder: Path) -> bool:
+    """One last run, a plain ``python -m monitor run``, until the outbox is drained."""
+    with (folder / "final.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "monitor", "--config", str(config), "run"],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
+    db = sqlite3.connect(folder / "outbox.db")
+    try:
+        return eventually(lambda: db.execute(
+            "SELECT COUNT(*) FROM alerts WHERE status != 'sent'").fetchone()[0] == 0, 30,
+            interval=0.02)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        db.close()
+
+
+def messages(receiver: Site) -> list[str]:
+    """The messages the webhook received, in order."""
+    return [r.json()["message"] for r in receiver.requests if r.method == "POST"]
+
+
+def busy_retried(call: Callable[[], T]) -> T:
+    """``call()``, retried like a poll is when the store reports a busy database (a
+    deferred transaction that reads, then writes, can lose the race to the daemon's
+    delivery writes)."""
     for _ in range(50):
         try:
-            return add_alert(store, "hook", feed=f"http://feeds.test/{seed}.xml")
+            return call()
         except StoreError:
             time.sleep(0.01)
     raise AssertionError("the database stayed busy")
@@ -154,63 +126,32 @@ def insert(store: Storage, seed: int) -> int:
 
 def crash_loop(folder: Path, seed: int, results: dict[str, object]) -> None:
     rng = random.Random(seed)
-    with Site(routes={"/hook": slow_ok}) as receiver:
+    with Site(routes={"/hook": ok_after(0.02)}) as receiver:
         config = write_config(folder, receiver.port)
         store = open_storage(folder / "outbox.db")
         expected: list[str] = []
 
         def add(count: int) -> None:
             for _ in range(count):
-                alert_id = insert(store, seed)
+                alert_id = busy_retried(
+                    lambda: add_alert(store, "hook", feed=f"http://feeds.test/{seed}.xml"))
                 expected.append(store.db.execute(
                     "SELECT alert_key FROM alerts WHERE id = ?", (alert_id,)).fetchone()[0])
 
-        kills = 0
-        zygote = Zygote()
         try:
-            for run in range(KILLS_PER_LOOP):
-                add(rng.randint(2, 6))
-                log = folder / f"run-{run}.log"
-                pid = zygote.run(config, log)
-                try:
-                    started = wait_for(lambda: running(log), 15)  # noqa: B023
-                    assert started, log.read_text(errors="replace")[-2000:]
-                    # Alerts keep arriving while it runs; the kill comes at a random moment.
-                    deadline = time.monotonic() + rng.uniform(0.0, 0.6)
-                    while time.monotonic() < deadline:
-                        if rng.random() < 0.3:
-                            add(1)
-                        time.sleep(0.03)
-                finally:
-                    kills += zygote.kill(pid) == -signal.SIGKILL
+            kills = kill_loop(config, folder, rng, KILLS_PER_LOOP,
+                              before=lambda: add(rng.randint(2, 6)), during=lambda: add(1))
+            drained = drain(config, folder)
         finally:
-            zygote.close()
-
-        # One last run, until the outbox is drained.
-        log = folder / "final.log"
-        proc = start(config, log)
-        db = sqlite3.connect(folder / "outbox.db")
-        try:
-            drained = wait_for(lambda: db.execute(
-                "SELECT COUNT(*) FROM alerts WHERE status != 'sent'").fetchone()[0] == 0, 30)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-            db.close()
             store.close()
         received: list[str] = []
         repeated_messages = 0  # messages carrying an alert already received
-        for request in receiver.requests:
-            if request.method == "POST":
-                keys = KEY.findall(request.json()["message"])
-                repeated_messages += any(k in received for k in keys)
-                received.extend(keys)
-        resends_logged = sum(
-            (folder / f"run-{n}.log").read_text(errors="replace").count("may arrive twice")
-            for n in range(1, KILLS_PER_LOOP)) + log.read_text(errors="replace").count(
-            "may arrive twice")
+        for message in messages(receiver):
+            keys = KEY.findall(message)
+            repeated_messages += any(k in received for k in keys)
+            received.extend(keys)
         results.update(kills=kills, drained=drained, expected=expected, received=received,
-                       repeated=repeated_messages, resends_logged=resends_logged)
+                       repeated=repeated_messages, resends_logged=resends_logged(folder.glob("*.log")))
 
 
 def guarded(folder: Path, seed: int, results: dict[str, object]) -> None:
@@ -280,7 +221,7 @@ def story_article(story: int, copy: int) -> ProcessedArticle:
 
 def story_crash_loop(folder: Path, seed: int, results: dict[str, object]) -> None:
     rng = random.Random(seed)
-    with Site(routes={"/hook": slow_ok}) as receiver:
+    with Site(routes={"/hook": ok_after(0.02)}) as receiver:
         config = write_config(folder, receiver.port, per_story=True)
         store = open_storage(folder / "outbox.db")
         keeper = StoryKeeper(StoryRepository(store.connection))
@@ -292,72 +233,43 @@ def story_crash_loop(folder: Path, seed: int, results: dict[str, object]) -> Non
             stories += 1
             for copy in range(rng.randint(1, 4)):  # the story and its republications
                 processed = story_article(stories, copy)
-                for _ in range(50):
-                    try:
-                        context = keeper.plan_context(processed)
-                        feed_id = store.feeds.get(processed.article.feed_url).id
-                        result = store.items.record_item(
-                            feed_id, "Test feed", processed, article_key=article_key(processed.item),
-                            plan=item_planner(processed.matches, lambda m: ["hook"], story=context))
-                        break
-                    except StoreError:
-                        time.sleep(0.01)
-                else:
-                    raise AssertionError("the database stayed busy")
+
+                def record(processed: ProcessedArticle = processed) -> RecordResult:
+                    context = keeper.plan_context(processed)
+                    feed_id = store.feeds.get(processed.article.feed_url).id
+                    return store.items.record_item(
+                        feed_id, "Test feed", processed, article_key=article_key(processed.item),
+                        plan=item_planner(processed.matches, lambda m: ["hook"], story=context))
+
+                result = busy_retried(record)
                 keys = [r[0] for r in store.db.execute(
                     f"SELECT alert_key FROM alerts WHERE id IN ({','.join('?' * len(result.alert_ids))})",
                     result.alert_ids)] if result.alert_ids else []
                 assert copy == 0 or not keys, keys  # a republication adds no alert
                 expected.update(keys)
 
-        kills = 0
-        zygote = Zygote()
-        try:
-            for run in range(STORY_KILLS):
-                for _ in range(rng.randint(1, 3)):
-                    add_story()
-                log = folder / f"run-{run}.log"
-                pid = zygote.run(config, log)
-                try:
-                    assert wait_for(lambda: running(log), 15), log.read_text(errors="replace")[-2000:]  # noqa: B023
-                    deadline = time.monotonic() + rng.uniform(0.0, 0.6)
-                    while time.monotonic() < deadline:
-                        if rng.random() < 0.3:
-                            add_story()
-                        time.sleep(0.03)
-                finally:
-                    kills += zygote.kill(pid) == -signal.SIGKILL
-        finally:
-            zygote.close()
+        def add_stories() -> None:
+            for _ in range(rng.randint(1, 3)):
+                add_story()
 
-        log = folder / "final.log"
-        proc = start(config, log)
-        db = sqlite3.connect(folder / "outbox.db")
         try:
-            drained = wait_for(lambda: db.execute(
-                "SELECT COUNT(*) FROM alerts WHERE status != 'sent'").fetchone()[0] == 0, 30)
+            kills = kill_loop(config, folder, rng, STORY_KILLS, before=add_stories, during=add_story)
+            drained = drain(config, folder)
         finally:
-            proc.terminate()
-            proc.wait(timeout=20)
-            db.close()
             store.close()
         received: list[str] = []
         repeated = split = 0
-        for request in receiver.requests:
-            if request.method == "POST":
-                found = STORY_KEY.findall(request.json()["message"])
-                keys = [f"story-{s}-hook-{n}-{t}" for s, n, t in found]
-                repeated += any(k in received for k in keys)
-                by_story: dict[str, set[str]] = {}
-                for story_id, _, topic in found:
-                    by_story.setdefault(story_id, set()).add(topic)
-                split += any(topics != set(STORY_TOPICS) for topics in by_story.values())
-                received.extend(keys)
-        logs = [folder / f"run-{n}.log" for n in range(STORY_KILLS)] + [log]
-        resends_logged = sum(p.read_text(errors="replace").count("may arrive twice")
-                             for p in logs if p.exists())
+        for message in messages(receiver):
+            found = STORY_KEY.findall(message)
+            keys = [f"story-{s}-hook-{n}-{t}" for s, n, t in found]
+            repeated += any(k in received for k in keys)
+            by_story: dict[str, set[str]] = {}
+            for story_id, _, topic in found:
+                by_story.setdefault(story_id, set()).add(topic)
+            split += any(topics != set(STORY_TOPICS) for topics in by_story.values())
+            received.extend(keys)
         results.update(kills=kills, drained=drained, expected=expected, received=received, repeated=repeated,
-                       split=split, resends_logged=resends_logged, stories=stories)
+                       split=split, resends_logged=resends_logged(folder.glob("*.log")), stories=stories)
 
 
 @pytest.mark.slow

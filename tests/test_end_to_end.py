@@ -7,49 +7,21 @@ server (aiosmtpd, apprise ``mailto://``). A second run sends nothing new.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers.configs import ConfigFactory
-from tests.helpers.paths import REPO, SEED
-from tests.helpers.servers import Mailbox, Site, article_html, rss
+from tests.helpers.seed import TITLE, TOPICS, serve_seed
+from tests.helpers.servers import Mailbox, Site
+from tests.helpers.service import newsmon
 
-TOPICS = {"negotiation", "ceasefire", "aid"}
-TITLE = "Kremlin says there are no grounds for negotiations yet"
-
-
-def newsmon(*args: str, env: dict[str, str] | None = None,
-            timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args], cwd=REPO, capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **(env or {})},
-    )
-
+seed_site = pytest.fixture(name="seed_site")(serve_seed)
 
 # As a user runs it: analysis in a worker process, not in the test's own.
 AS_A_USER: dict[str, Any] = {"interval": "5m", "analysis": {"workers": 1}}
-
-
-@pytest.fixture
-def seed_site() -> Site:
-    paragraphs = SEED.read_text(encoding="utf-8").split("\n")
-    site = Site()
-    site.routes["/article/seed"] = (200, {"Content-Type": "text/html; charset=utf-8"},
-                                    article_html(TITLE, paragraphs))
-    site.start()
-    site.routes["/feed.xml"] = (200, {"Content-Type": "application/rss+xml"}, rss([{
-        "title": TITLE, "link": site.url("/article/seed?utm_source=rss"),
-        "guid": "seed-1", "description": "Russia says peace talks remain off the table.",
-        "pubDate": "Wed, 25 Dec 2024 10:00:00 GMT",
-    }]))
-    yield site
-    site.stop()
 
 
 @pytest.mark.timeout(300)
@@ -63,7 +35,7 @@ def test_once_alerts_all_three_topics_by_webhook_and_email(
         "MAIL_URL": (f"mailto://127.0.0.1:{mailbox.port}?from=newsmon@example.org"
                      f"&to=desk@example.org&smtp=127.0.0.1"),
     }
-    first = newsmon("--config", str(config), "once", env=env)
+    first = newsmon("--config", str(config), "once", env=env, timeout=180)
     assert first.returncode == 0, first.stderr
     posts = [r for r in receiver.requests if r.method == "POST"]
     assert len(posts) == 3
@@ -83,7 +55,7 @@ def test_once_alerts_all_three_topics_by_webhook_and_email(
     # The page was fetched once, with the tracking parameter as published.
     assert sum(r.path.startswith("/article/seed") for r in seed_site.requests) == 1
 
-    second = newsmon("--config", str(config), "once", env=env)
+    second = newsmon("--config", str(config), "once", env=env, timeout=180)
     assert second.returncode == 0, second.stderr
     assert len([r for r in receiver.requests if r.method == "POST"]) == 3
     assert len(mailbox.messages) == 3
@@ -102,7 +74,7 @@ def test_once_alerts_all_three_topics_by_webhook_and_email(
 def test_without_channels_alerts_are_stored_and_logged(
         tmp_path: Path, make_config: ConfigFactory, seed_site: Site) -> None:
     config = make_config.write(feeds=[seed_site.url("/feed.xml")], **AS_A_USER)
-    result = newsmon("--config", str(config), "once")
+    result = newsmon("--config", str(config), "once", timeout=180)
     assert result.returncode == 0, result.stderr
     for topic in TOPICS:
         assert f"ALERT a1-{topic}-log" in result.stderr
@@ -119,7 +91,7 @@ def test_a_failing_feed_does_not_stop_the_others(
                                       b"<html><body>Please log in</body></html>")
     config = make_config.write(feeds=[seed_site.url("/broken.xml"), seed_site.url("/login.xml"),
                                       seed_site.url("/feed.xml")], **AS_A_USER)
-    result = newsmon("--config", str(config), "once")
+    result = newsmon("--config", str(config), "once", timeout=180)
     assert result.returncode == 1  # something failed, and the exit code says so
     assert "broken.xml: http_status" in result.stderr
     assert "login.xml: not_a_feed" in result.stderr

@@ -21,11 +21,9 @@ from typing import Any
 
 import pytest
 
+from monitor.ingest.decoding import BodyDecoder, Overflow, layers_for
 from monitor.ingest.fetch import (
     Fetcher,
-    _BodyDecoder,
-    _layers_for,
-    _Overflow,
     mask_url,
     parse_retry_after,
     redirect_target,
@@ -343,12 +341,12 @@ def test_decoder_any_chunking(enc: str, step: int) -> None:
     """However the network splits the body, the decoded bytes are the same."""
     body = big_body(200_000)
     wire = encode_body(body, enc)
-    decoder = _BodyDecoder(_layers_for(enc), max_bytes=len(body))
+    decoder = BodyDecoder(layers_for(enc), max_bytes=len(body))
     for start in range(0, len(wire), step):
         decoder.feed(wire[start : start + step])
     assert decoder.finish() == body
-    capped = _BodyDecoder(_layers_for(enc), max_bytes=len(body) - 1)
-    with pytest.raises(_Overflow):
+    capped = BodyDecoder(layers_for(enc), max_bytes=len(body) - 1)
+    with pytest.raises(Overflow):
         capped.feed(wire)
         capped.finish()
 

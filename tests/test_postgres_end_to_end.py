@@ -8,10 +8,6 @@ the same for both runs.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,35 +15,16 @@ import pytest
 
 from monitor.storage import open_readonly
 from tests.helpers.configs import ConfigFactory
-from tests.helpers.paths import REPO, SEED
 from tests.helpers.postgres import PostgresServer
-from tests.helpers.servers import Site, article_html, rss
+from tests.helpers.seed import TITLE, TOPICS, serve_seed
+from tests.helpers.servers import Site
+from tests.helpers.service import newsmon
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-TITLE = "Kremlin says there are no grounds for negotiations yet"
-TOPICS = {"negotiation", "ceasefire", "aid"}
+seed_site = pytest.fixture(name="seed_site")(serve_seed)
+
 PASSWORD = "e2e-Pg-passw0rd-never-shown"
-
-
-def newsmon(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "monitor", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=240, env={**os.environ, **env})
-
-
-@pytest.fixture
-def seed_site() -> Iterator[Site]:
-    paragraphs = SEED.read_text(encoding="utf-8").split("\n")
-    site = Site()
-    site.routes["/article/seed"] = (200, {"Content-Type": "text/html; charset=utf-8"},
-                                    article_html(TITLE, paragraphs))
-    site.start()
-    site.routes["/feed.xml"] = (200, {"Content-Type": "application/rss+xml"}, rss([{
-        "title": TITLE, "link": site.url("/article/seed?utm_source=rss"), "guid": "seed-1",
-        "description": "Russia says peace talks remain off the table.",
-        "pubDate": "Wed, 25 Dec 2024 10:00:00 GMT"}]))
-    yield site
-    site.stop()
 
 
 def alerts_sent(receiver: Site, since: int) -> list[str]:
@@ -68,17 +45,17 @@ def test_once_on_postgresql_alerts_as_on_sqlite(tmp_path: Path, make_config: Con
     sqlite_config = make_config.write(name="sqlite.yaml", database="state/lite.db", **common)
     pg_config = make_config.write(name="pg.yaml", database=url, **common)
 
-    lite = newsmon("--config", str(sqlite_config), "once", env=env)
+    lite = newsmon("--config", str(sqlite_config), "once", env=env, timeout=240)
     assert lite.returncode == 0, lite.stderr
     on_sqlite = alerts_sent(receiver, 0)
     assert len(on_sqlite) == 3 and all(TITLE in t for t in on_sqlite)
 
     seen = len(receiver.requests)
-    first = newsmon("--config", str(pg_config), "once", env=env)
+    first = newsmon("--config", str(pg_config), "once", env=env, timeout=240)
     assert first.returncode == 0, first.stderr
     assert alerts_sent(receiver, seen) == on_sqlite  # the same alerts, the same words
     seen = len(receiver.requests)
-    again = newsmon("--config", str(pg_config), "once", env=env)
+    again = newsmon("--config", str(pg_config), "once", env=env, timeout=240)
     assert again.returncode == 0, again.stderr
     assert alerts_sent(receiver, seen) == []  # a known item alerts once
 
@@ -94,7 +71,7 @@ def test_once_on_postgresql_alerts_as_on_sqlite(tmp_path: Path, make_config: Con
     finally:
         store.close()
 
-    status = newsmon("--config", str(pg_config), "status", env=env)
+    status = newsmon("--config", str(pg_config), "status", env=env, timeout=240)
     assert url in status.stdout, status.stdout + status.stderr  # names the database (no password)
     for run in (first, again, status):
         assert PASSWORD not in run.stdout + run.stderr

@@ -18,17 +18,15 @@ import pytest
 
 from monitor.config import Config
 from monitor.records import utcnow
-from monitor.runtime.stories import StoryKeeper
 from monitor.storage import Storage, open_storage
 from monitor.storage import read_models as views
 from monitor.storage.feedback import FeedbackRepository
 from monitor.storage.search import SearchFilters, SearchRepository
-from monitor.storage.stories import StoryRepository
 from tests.helpers.postgres import PostgresServer
 from tests.helpers.servers import Site
 from tests.helpers.storage import BACKENDS, new_target
+from tests.helpers.stories import T0, restarted_keeper
 from tests.helpers.web import fill
-from tests.test_stories_storage import OTHER, T0, WIRE, processed
 
 pytestmark = pytest.mark.postgres
 _STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")  # a stored ISO time (iso())
@@ -137,34 +135,11 @@ def test_the_story_keeper_assigns_and_reloads(backend: str, tmp_path: Path,
                                               request: pytest.FixtureRequest) -> None:
     """Stories on both backends: assignments, the SQL candidate index after a restart,
     the CLI's story list and members (``group_concat`` → ``string_agg``, upserts)."""
-    target = new_target(backend, tmp_path, request)
-    storage = open_storage(target)
-    clock = lambda: T0 + timedelta(hours=3)  # noqa: E731
-    keeper = StoryKeeper(StoryRepository(storage.connection), clock=clock)
-    first = keeper.assign(processed("https://a.example/1", "Russia and Ukraine agree ceasefire", WIRE, T0))
-    copy = keeper.assign(processed("https://b.example/9", "Truce deal reached in Istanbul | B News",
-                                   WIRE, T0 + timedelta(minutes=30)))
-    other = keeper.assign(processed("https://c.example/2", "EU approves 5 billion euro aid", OTHER,
-                                    T0 + timedelta(hours=1)))
-    assert first.is_new_story and not copy.is_new_story and copy.story_id == first.story_id
-    assert other.is_new_story and other.story_id != first.story_id
-    storage.close()
-
-    reopened = open_storage(target)
-    try:
-        keeper = StoryKeeper(StoryRepository(reopened.connection), clock=clock)
-        later = keeper.assign(processed("https://d.example/5", "Ceasefire near Zaporizhzhia holds",
-                                        WIRE[:700], T0 + timedelta(hours=2)))
-        assert later.story_id == first.story_id and not later.is_new_story
-        repo = keeper.repository
-        rows = repo.list_stories()
-        assert [(r.story_id, r.size, r.outlets) for r in rows] == [(first.story_id, 3, 3),
-                                                                   (other.story_id, 1, 1)]
-        assert repo.story_members(first.story_id)[0].article_key == "url:https://a.example/1"
+    with restarted_keeper(new_target(backend, tmp_path, request)) as run:
+        repo = run.keeper.repository
+        assert run.indexed == 3
         assert repo.counter("documents") == 4 and repo.latest_event_time() is not None
         assert repo.prune_postings(T0 + timedelta(days=30)) > 0
-    finally:
-        reopened.close()
 
 
 def test_the_web_workspace_serves_a_postgresql_database(both: dict[str, Config]) -> None:

@@ -44,35 +44,6 @@ def test_the_unit_runs_newsmon_as_a_notify_service_with_its_own_directories() ->
         assert key in unit, key
 
 
-@needs_analyze
-def test_systemd_analyze_verify_passes(tmp_path: Path) -> None:
-    # verify checks that ExecStart exists: stand a stub in for the installed venv,
-    # changing nothing else in the unit.
-    stub = tmp_path / "bin" / "newsmon"
-    stub.parent.mkdir()
-    stub.write_text("#!/bin/sh\n")
-    stub.chmod(0o755)
-    unit = tmp_path / "newsmon.service"
-    text = UNIT.read_text(encoding="utf-8")
-    assert EXEC in text
-    unit.write_text(text.replace(EXEC, str(stub)), encoding="utf-8")
-    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
-                            timeout=60)
-    problems = [line for line in (result.stdout + result.stderr).splitlines()
-                if "newsmon.service" in line]
-    assert result.returncode == 0 and not problems, result.stdout + result.stderr
-
-
-@needs_analyze
-def test_systemd_analyze_security_rates_it_ok() -> None:
-    result = subprocess.run([analyze, "security", "--offline=yes", "--no-pager", str(UNIT)],
-                            capture_output=True, text=True, timeout=60)
-    match = re.search(r"Overall exposure level for newsmon\.service: ([\d.]+) (\w+)",
-                      result.stdout)
-    assert match, result.stdout + result.stderr
-    assert float(match.group(1)) <= 2.0 and match.group(2) == "OK", match.group(0)
-
-
 # --- deploy/newsmon-web.service: the workspace beside the daemon -----------------------------
 
 WEB_UNIT = REPO / "deploy" / "newsmon-web.service"
@@ -94,29 +65,6 @@ def test_the_web_unit_serves_loopback_with_the_daemons_user_and_hardening() -> N
     for key in HARDENING:
         assert web.get(key) == daemon.get(key), key
     assert web["MemoryMax"]
-
-
-@needs_analyze
-def test_systemd_analyze_verifies_the_web_unit(tmp_path: Path) -> None:
-    stub = tmp_path / "bin" / "newsmon"
-    stub.parent.mkdir()
-    stub.write_text("#!/bin/sh\n")
-    stub.chmod(0o755)
-    unit = tmp_path / "newsmon-web.service"
-    unit.write_text(WEB_UNIT.read_text(encoding="utf-8").replace(EXEC, str(stub)), encoding="utf-8")
-    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
-    problems = [line for line in (result.stdout + result.stderr).splitlines()
-                if "newsmon-web.service" in line]
-    assert result.returncode == 0 and not problems, result.stdout + result.stderr
-
-
-@needs_analyze
-def test_systemd_analyze_security_rates_the_web_unit_ok() -> None:
-    result = subprocess.run([analyze, "security", "--offline=yes", "--no-pager", str(WEB_UNIT)],
-                            capture_output=True, text=True, timeout=60)
-    match = re.search(r"Overall exposure level for newsmon-web\.service: ([\d.]+) (\w+)", result.stdout)
-    assert match, result.stdout + result.stderr
-    assert float(match.group(1)) <= 2.0 and match.group(2) == "OK", match.group(0)
 
 
 def test_the_proxy_example_terminates_tls_and_keeps_feed_keys_out_of_its_log() -> None:
@@ -147,9 +95,16 @@ def test_the_scale_out_units_run_their_command_with_the_daemons_hardening(name: 
     assert unit["MemoryMax"]
 
 
+# --- systemd-analyze on every unit ------------------------------------------------------------
+
+UNITS = ("newsmon.service", "newsmon-web.service", *sorted(SCALE_OUT))
+
+
 @needs_analyze
-@pytest.mark.parametrize("name", sorted(SCALE_OUT))
-def test_systemd_analyze_verifies_the_scale_out_units(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize("name", UNITS)
+def test_systemd_analyze_verify_passes(tmp_path: Path, name: str) -> None:
+    # verify checks that ExecStart exists: stand a stub in for the installed venv,
+    # changing nothing else in the unit.
     stub = tmp_path / "bin" / "newsmon"
     stub.parent.mkdir()
     stub.write_text("#!/bin/sh\n")
@@ -157,6 +112,7 @@ def test_systemd_analyze_verifies_the_scale_out_units(tmp_path: Path, name: str)
     instance = name.replace("@.", "@1.")  # a template is verified as an instance
     unit = tmp_path / instance
     text = (REPO / "deploy" / name).read_text(encoding="utf-8")
+    assert EXEC in text
     unit.write_text(text.replace(EXEC, str(stub)), encoding="utf-8")
     result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
     problems = [line for line in (result.stdout + result.stderr).splitlines() if instance in line]
@@ -164,8 +120,8 @@ def test_systemd_analyze_verifies_the_scale_out_units(tmp_path: Path, name: str)
 
 
 @needs_analyze
-@pytest.mark.parametrize("name", sorted(SCALE_OUT))
-def test_systemd_analyze_security_rates_the_scale_out_units_ok(name: str) -> None:
+@pytest.mark.parametrize("name", UNITS)
+def test_systemd_analyze_security_rates_it_ok(name: str) -> None:
     result = subprocess.run([analyze, "security", "--offline=yes", "--no-pager",
                              str(REPO / "deploy" / name)], capture_output=True, text=True, timeout=60)
     match = re.search(r"Overall exposure level for [\w@.-]+: ([\d.]+) (\w+)", result.stdout)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -26,9 +26,9 @@ from monitor.cli.common import (
     EXIT_OK,
     State,
     config_option,
+    database,
     fail,
     is_terminal,
-    open_database,
     pass_state,
     print_table,
     print_tsv,
@@ -38,9 +38,6 @@ from monitor.records import AlertListRow, iso
 COLUMNS = ("id", "alert_key", "channel", "topic", "severity", "status", "held", "attempts",
            "created_at", "sent_at", "next_attempt_at", "last_error", "title")
 STATUSES = ("pending", "sent", "dead")
-
-if TYPE_CHECKING:
-    pass
 
 
 def _plain(row: AlertListRow) -> dict[str, Any]:
@@ -77,18 +74,11 @@ def alerts(ctx: click.Context, limit: int, status: str | None, channel: str | No
     """
     if ctx.invoked_subcommand is not None:
         return
-    from monitor.storage import StoreError
-
     state = ctx.find_object(State)
     assert state is not None
-    storage = open_database(state)
-    try:
+    with database(state) as storage:
         rows = [_plain(r) for r in storage.views.alert_list(limit=limit, status=status,
                                                             channel=channel)]
-    except StoreError as exc:
-        fail(str(exc), EXIT_FAILED)
-    finally:
-        storage.close()
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     elif is_terminal(sys.stdout):
@@ -130,17 +120,10 @@ def retry(state: State, ref: str | None, dead: bool) -> None:
     Exit codes: 0 re-queued (or, with --dead, nothing dead), 1 no such alert
     or no database, 2 usage or config error.
     """
-    from monitor.storage import StoreError
-
     if bool(ref) == dead:
         raise click.UsageError("give an alert id (or key), or --dead")
-    storage = open_database(state)
-    try:
+    with database(state) as storage:
         count = storage.outbox.retry_dead() if dead else storage.outbox.requeue(ref or "")
-    except StoreError as exc:
-        fail(str(exc), EXIT_FAILED)
-    finally:
-        storage.close()
     if not count:
         if not dead:
             fail(f"no alert {ref} (see newsmon alerts)", EXIT_FAILED)

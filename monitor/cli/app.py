@@ -34,6 +34,7 @@ from monitor.cli.common import (
     cell,
     config_option,
     fail,
+    fail_errors,
     pass_state,
 )
 from monitor.config import Config
@@ -149,9 +150,7 @@ def once(state: State, workers: int | None, as_json: bool) -> None:
     except ChannelError as exc:
         fail(str(exc), EXIT_CONFIG)
     except ConfigErrors as exc:
-        for error in exc.errors:
-            click.echo(f"error: {error}", err=True)
-        sys.exit(EXIT_CONFIG)
+        fail_errors(exc)
     except StoreError as exc:
         fail(str(exc), EXIT_FAILED)
     new = sum(o.new_items for o in report.outcomes)
@@ -221,9 +220,7 @@ def check(state: State) -> None:
     try:
         ruleset = load_rules(files)
     except ConfigErrors as exc:
-        for error in exc.errors:
-            click.echo(f"error: {error}", err=True)
-        sys.exit(EXIT_CONFIG)
+        fail_errors(exc)
     click.echo(f"  rules: {len(files)} files, {len(ruleset.topics)} topics:"
                f" {', '.join(t.id for t in ruleset.topics)}")
     if len(ruleset.leaves) > LARGE_RULESET_TERMS:

@@ -50,13 +50,16 @@ def _url(config: Config) -> str:
         fail(str(exc), EXIT_CONFIG)
 
 
-def _serve(make: Callable[[], Any]) -> None:
-    """Build the process (config errors exit 2), run it until SIGTERM, exit 0 or 1."""
+def _serve(state: State, make: Callable[[Config, str], Any]) -> None:
+    """Build the process from the config and its PostgreSQL URL (config errors exit 2),
+    run it until SIGTERM, exit 0 or 1."""
     from monitor.cluster.shared import StopSignal
     from monitor.delivery.deliverer import ChannelError
 
+    config = state.config()
+    url = _url(config)
     try:
-        process = make()
+        process = make(config, url)
     except ChannelError as exc:
         fail(str(exc), EXIT_CONFIG)
 
@@ -70,7 +73,6 @@ def _serve(make: Callable[[], Any]) -> None:
         log.error("cannot run: %s", exc)
         sys.exit(EXIT_FAILED)
     sys.exit(EXIT_OK)
-
 
 
 @click.command()
@@ -98,9 +100,7 @@ def poller(state: State, lease: float) -> None:
     """
     from monitor.cluster.poller import Poller
 
-    config = state.config()
-    url = _url(config)
-    _serve(lambda: Poller(config, url, lease=lease))
+    _serve(state, lambda config, url: Poller(config, url, lease=lease))
 
 
 @click.command()
@@ -127,9 +127,7 @@ def worker(state: State, beat: float) -> None:
     """
     from monitor.cluster.worker import Worker
 
-    config = state.config()
-    url = _url(config)
-    _serve(lambda: Worker(config, url, beat=beat))
+    _serve(state, lambda config, url: Worker(config, url, beat=beat))
 
 
 @click.command()
@@ -153,9 +151,7 @@ def deliver(state: State) -> None:
     """
     from monitor.cluster.deliver import DeliverProcess
 
-    config = state.config()
-    url = _url(config)
-    _serve(lambda: DeliverProcess(config, url))
+    _serve(state, DeliverProcess)
 
 
 def process_rows(config: Config) -> list[dict[str, Any]] | None:

@@ -51,8 +51,7 @@ class State:
             try:
                 self._config = load_config(path)
             except ConfigErrors as exc:
-                for error in exc.errors:
-                    click.echo(f"error: {error}", err=True)
+                echo_errors(exc)
                 raise SystemExit(EXIT_CONFIG) from None
             setup_logging(self.log_level or self._config.service.log_level,
                           self.log_format or self._config.service.log_format,
@@ -78,6 +77,18 @@ def config_option(func: Command) -> Command:
 
 
 # --- errors -------------------------------------------------------------------------------
+
+
+def echo_errors(exc: ConfigErrors) -> None:
+    """Each error of ``exc`` as an ``error:`` line on stderr (``file:line: ...``)."""
+    for error in exc.errors:
+        click.echo(f"error: {error}", err=True)
+
+
+def fail_errors(exc: ConfigErrors, code: int = EXIT_CONFIG) -> NoReturn:
+    """``echo_errors``, then exit with ``code`` (a config or rule error: 2)."""
+    echo_errors(exc)
+    sys.exit(code)
 
 
 def fail(message: str, code: int = EXIT_CONFIG) -> NoReturn:
@@ -232,3 +243,18 @@ def open_database(state: State, *, readonly: bool = False) -> Storage:
         return open_readonly(target) if readonly else open_storage(target)
     except StoreError as exc:
         fail(str(exc), EXIT_FAILED)
+
+
+@contextmanager
+def database(state: State, *, readonly: bool = False) -> Iterator[Storage]:
+    """``open_database``, closed at the end of the block; a ``StoreError`` the block
+    does not handle itself exits 1 with its message (never a traceback)."""
+    from monitor.storage import StoreError
+
+    storage = open_database(state, readonly=readonly)
+    try:
+        yield storage
+    except StoreError as exc:
+        fail(str(exc), EXIT_FAILED)
+    finally:
+        storage.close()

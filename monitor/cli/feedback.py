@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from monitor.cli.common import (
-    EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
     State,
     config_option,
+    database,
     fail,
-    open_database,
+    fail_errors,
     pass_state,
 )
 from monitor.yamlfile import ConfigErrors
@@ -53,9 +53,7 @@ def _pack_topics(state: State) -> list[str]:
     try:
         return [t.id for t in load_rules(state.config().rule_files()).topics]
     except ConfigErrors as exc:
-        for error in exc.errors:
-            click.echo(f"error: {error}", err=True)
-        sys.exit(EXIT_CONFIG)
+        fail_errors(exc)
 
 
 @contextmanager
@@ -63,11 +61,8 @@ def _feedback_store(state: State) -> Iterator[FeedbackRepository]:
     """The configured database's feedback; exit 1 naming it when missing or unusable."""
     from monitor.storage.feedback import FeedbackRepository
 
-    store = open_database(state)
-    try:
+    with database(state) as store:
         yield FeedbackRepository(store.connection)
-    finally:
-        store.close()
 
 
 @click.command()

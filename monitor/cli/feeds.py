@@ -33,6 +33,7 @@ from monitor.cli.common import (
     State,
     cell,
     config_option,
+    echo_errors,
     fail,
     is_terminal,
     pass_state,
@@ -238,8 +239,7 @@ def import_command(state: State, source: str, tags: tuple[str, ...], check: bool
     try:
         result = append_feeds(config.source, wanted, extra_tags=tags, dry_run=dry_run)
     except ConfigErrors as exc:
-        for error in exc.errors:
-            click.echo(f"error: {error}", err=True)
+        echo_errors(exc)
         fail("the config would not be valid after the import; nothing was written")
     verb = "would add" if dry_run else "added"
     for url in result.added:
@@ -358,8 +358,7 @@ def discover_command(state: State, url: str, as_json: bool, add: bool, guess: bo
         try:
             result = append_feeds(config.source, [OpmlFeed(f.url, f.title) for f in found])
         except ConfigErrors as exc:
-            for error in exc.errors:
-                click.echo(f"error: {error}", err=True)
+            echo_errors(exc)
             fail("the config would not be valid; nothing was written")
         click.echo(f"{len(result.added)} added, {len(result.already)} already configured",
                    err=True)

@@ -21,11 +21,11 @@ from monitor.cli.common import (
     EXIT_OK,
     State,
     config_option,
+    database,
     fail,
-    open_database,
     pass_state,
 )
-from monitor.storage import StoreError, open_readonly, open_storage
+from monitor.storage import StoreError, open_readonly
 
 
 @click.command()
@@ -55,22 +55,20 @@ def status(state: State, as_json: bool) -> None:
     from monitor.runtime.status import evaluate, render_text
 
     config = state.config()
-    storage = open_database(state, readonly=True)
-    try:
-        figures = storage.views.status_figures()
-        # Channel health needs the claims schema (v4); an older daemon's file has none.
-        channels = storage.outbox.channel_health() if figures.schema_version >= 4 else []
-        unrouted = [t for t in (storage.ops.get_meta("unrouted_topics") or "").split(",") if t]
-        report = evaluate(figures, config, channels=channels, unrouted=unrouted)
-    except Exception as exc:  # sqlite errors outside the store's wrappers too
-        click.echo(f"error: database {config.database_label()}: {exc}", err=True)
-        if as_json:
-            click.echo(json.dumps({"healthy": False, "problems": [f"database: {exc}"]}))
-        else:
-            click.echo(f"newsmon: UNHEALTHY\n  problem: database: {exc}")
-        sys.exit(EXIT_FAILED)
-    finally:
-        storage.close()
+    with database(state, readonly=True) as storage:
+        try:
+            figures = storage.views.status_figures()
+            # Channel health needs the claims schema (v4); an older daemon's file has none.
+            channels = storage.outbox.channel_health() if figures.schema_version >= 4 else []
+            unrouted = [t for t in (storage.ops.get_meta("unrouted_topics") or "").split(",") if t]
+            report = evaluate(figures, config, channels=channels, unrouted=unrouted)
+        except Exception as exc:  # sqlite errors outside the store's wrappers too
+            click.echo(f"error: database {config.database_label()}: {exc}", err=True)
+            if as_json:
+                click.echo(json.dumps({"healthy": False, "problems": [f"database: {exc}"]}))
+            else:
+                click.echo(f"newsmon: UNHEALTHY\n  problem: database: {exc}")
+            sys.exit(EXIT_FAILED)
     if as_json:
         # On PostgreSQL, the cluster's live processes too (docs/scale-out.md).
         cluster = status_processes(config, as_json=True)
@@ -118,34 +116,33 @@ def backup(state: State, dest: Path, force: bool) -> None:
              " PostgreSQL: back it up with pg_dump (see docs/postgresql.md)", EXIT_FAILED)
     if dest.exists() and not force:
         fail(f"{dest} exists (use --force to replace it)", EXIT_FAILED)
-    storage = open_database(state, readonly=True)
-    partial = dest.with_name(f".{dest.name}.partial")
-    # The copy inherits WAL mode: opening it makes -wal/-shm files beside it, which
-    # os.replace would leave behind. It is switched to a plain journal first.
-    leftovers = [Path(f"{partial}{suffix}") for suffix in ("-wal", "-shm", "-journal")]
-    try:
-        partial.unlink(missing_ok=True)
-        storage.ops.backup(partial)
-        plain = sqlite3.connect(partial)
+    with database(state, readonly=True) as storage:
+        partial = dest.with_name(f".{dest.name}.partial")
+        # The copy inherits WAL mode: opening it makes -wal/-shm files beside it, which
+        # os.replace would leave behind. It is switched to a plain journal first.
+        leftovers = [Path(f"{partial}{suffix}") for suffix in ("-wal", "-shm", "-journal")]
         try:
-            plain.execute("PRAGMA journal_mode=DELETE")
+            partial.unlink(missing_ok=True)
+            storage.ops.backup(partial)
+            plain = sqlite3.connect(partial)
+            try:
+                plain.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                plain.close()
+            copy = open_readonly(partial)
+            try:
+                verdict = copy.ops.integrity_check()
+            finally:
+                copy.close()
+            if verdict != "ok":
+                raise StoreError(f"the copy failed its integrity check: {verdict}")
+            os.replace(partial, dest)
+        except (StoreError, OSError, sqlite3.Error) as exc:
+            partial.unlink(missing_ok=True)
+            fail(f"backup to {dest} failed: {exc}", EXIT_FAILED)
         finally:
-            plain.close()
-        copy = open_readonly(partial)
-        try:
-            verdict = copy.ops.integrity_check()
-        finally:
-            copy.close()
-        if verdict != "ok":
-            raise StoreError(f"the copy failed its integrity check: {verdict}")
-        os.replace(partial, dest)
-    except (StoreError, OSError, sqlite3.Error) as exc:
-        partial.unlink(missing_ok=True)
-        fail(f"backup to {dest} failed: {exc}", EXIT_FAILED)
-    finally:
-        storage.close()
-        for leftover in leftovers:
-            leftover.unlink(missing_ok=True)
+            for leftover in leftovers:
+                leftover.unlink(missing_ok=True)
     click.echo(f"backed up {storage.path} to {dest} ({dest.stat().st_size} bytes)")
 
 
@@ -169,16 +166,8 @@ def maintain(state: State, vacuum: bool) -> None:
     from monitor.runtime.retention import maintain as run_maintenance
 
     config = state.config()
-    if config.database_missing():
-        fail(f"no database at {config.database_label()} (has newsmon run yet?)", EXIT_FAILED)
-    try:
-        storage = open_storage(config.database_target())
-        try:
-            report = run_maintenance(storage.ops, config.service, idle=True, force_vacuum=vacuum)
-        finally:
-            storage.close()
-    except StoreError as exc:
-        fail(str(exc), EXIT_FAILED)
+    with database(state) as storage:
+        report = run_maintenance(storage.ops, config.service, idle=True, force_vacuum=vacuum)
     click.echo(report.summary())
 
 

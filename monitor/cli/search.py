@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -21,18 +21,14 @@ from monitor.cli.common import (
     EXIT_OK,
     State,
     config_option,
-    fail,
+    database,
     is_terminal,
-    open_database,
     pass_state,
     print_table,
     print_tsv,
 )
 from monitor.config import parse_duration
 from monitor.records import iso, utcnow
-
-if TYPE_CHECKING:
-    pass
 
 COLUMNS = ("id", "first_seen", "topics", "title", "url", "snippet")
 
@@ -84,18 +80,12 @@ def search(state: State, query: str, topic: str | None, feed: str | None, since:
     Exit codes: 0 something was found, 1 nothing found (or no database),
     2 usage or config error.
     """
-    from monitor.storage import StoreError
     from monitor.storage.search import SearchFilters, SearchRepository, strip_marks
 
-    store = open_database(state, readonly=True)
     filters = SearchFilters(topic=topic, feed=feed, matched_only=matched_only,
                             since=utcnow() - since if since else None)
-    try:
+    with database(state, readonly=True) as store:
         result = SearchRepository(store.connection).search(query, filters, page=page, per_page=limit)
-    except StoreError as exc:
-        fail(str(exc), EXIT_FAILED)
-    finally:
-        store.close()
     rows = [{"id": h.article_id, "first_seen": iso(h.first_seen), "topics": list(h.topics),
              "title": strip_marks(h.title), "url": h.url, "snippet": strip_marks(h.snippet),
              "rank": h.rank} for h in result.hits]

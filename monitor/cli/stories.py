@@ -23,6 +23,7 @@ from monitor.cli.common import (
     EXIT_OK,
     State,
     config_option,
+    database,
     fail,
     is_terminal,
     pass_state,
@@ -56,22 +57,15 @@ def _since(_ctx: click.Context, _param: click.Parameter, value: str | None) -> t
 
 
 def _with_repository(state: State, read: Any) -> Any:
-    from monitor.storage import StoreError, open_readonly
+    from monitor.storage import StoreError
     from monitor.storage.stories import StoryRepository
 
-    config = state.config()
-    if config.database_missing():
-        fail(f"no database at {config.database_label()} (has newsmon run yet?)", EXIT_FAILED)
-    try:
-        store = open_readonly(config.database_target())
-    except StoreError as exc:
-        fail(str(exc), EXIT_FAILED)
-    try:
-        return read(StoryRepository(store.connection))
-    except StoreError as exc:
-        fail(f"{exc} (a database from before stories: run the daemon once to upgrade it)", EXIT_FAILED)
-    finally:
-        store.close()
+    with database(state, readonly=True) as store:
+        try:
+            return read(StoryRepository(store.connection))
+        except StoreError as exc:
+            fail(f"{exc} (a database from before stories: run the daemon once to upgrade it)",
+                 EXIT_FAILED)
 
 
 def _story_json(row: StoryListRow) -> dict[str, Any]:

@@ -27,8 +27,9 @@ from monitor.cli.common import (
     State,
     cell,
     config_option,
+    database,
     fail,
-    open_database,
+    fail_errors,
     pass_state,
 )
 from monitor.cli.search import since_option
@@ -162,21 +163,17 @@ def backtest(state: State, rules_path: tuple[Path, ...], since: timedelta | None
     """
     from monitor.models import Article
     from monitor.rules.classifier import Classifier
-    from monitor.storage import StoreError
     from monitor.storage import read_models as views
 
     config = state.config()
     try:
         classifier = Classifier.from_files(list(rules_path), config.analysis.spacy_model)
     except ConfigErrors as exc:
-        for error in exc.errors:
-            click.echo(f"error: {error}", err=True)
-        sys.exit(EXIT_CONFIG)
-    store = open_database(state, readonly=True)
+        fail_errors(exc)
     cutoff = utcnow() - since if since else None
     judged: list[tuple[dict[str, Any], set[str], set[str]]] = []
     pruned = 0
-    try:
+    with database(state, readonly=True) as store:
         total = views.count_articles(store.connection, since=cutoff)
         if not total:
             fail(f"no stored article {'since ' + (iso(cutoff) or '') if cutoff else 'at all'}",
@@ -197,10 +194,6 @@ def backtest(state: State, rules_path: tuple[Path, ...], since: timedelta | None
                     judged += _with_actual(store, batch)
                     batch = []
             judged += _with_actual(store, batch)
-    except StoreError as exc:
-        fail(str(exc), EXIT_FAILED)
-    finally:
-        store.close()
     diffs = compare(judged, [t.id for t in classifier.topics])
     report = {"since": iso(cutoff) if cutoff else None, "articles": len(judged),
               "bodies_pruned": pruned, "rules": [str(p) for p in rules_path],

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from monitor.storage.leases import LeaseDecision, LeaseRow
 
 __all__ = ["Lease", "LeasePlan", "fair_share", "is_free", "may_poll", "needs_renewal",
            "plan_leases", "process_alive", "slots_free"]
@@ -37,22 +38,10 @@ __all__ = ["Lease", "LeasePlan", "fair_share", "is_free", "may_poll", "needs_ren
 RENEW_BELOW = 5 / 6  # with rounds every sixth of a period: renewed every round
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """One feed's lease row: who holds it and until when (database time)."""
-
-    feed: str
-    holder: str | None
-    until: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class LeasePlan:
-    """What a poller does with leases this round."""
-
-    claim: tuple[str, ...]  # free feeds to take (from the candidates offered)
-    release: tuple[str, ...]  # held feeds to give back (over the fair share)
-    renew: tuple[str, ...]  # held feeds whose lease needs renewing
+# A lease row and a round's plan are each one value, defined where the rows are read and
+# written (storage has no imports from here); these are the names the rules use.
+Lease = LeaseRow
+LeasePlan = LeaseDecision
 
 
 def is_free(lease: Lease, now: datetime) -> bool:

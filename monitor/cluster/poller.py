@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from monitor.cluster import queue
-from monitor.cluster.leases import Lease, may_poll, plan_leases
+from monitor.cluster.leases import may_poll, plan_leases
 from monitor.cluster.shared import GatedFetcher, Heartbeat, SharedHostsPipeline, StopSignal
 from monitor.config import Config, FeedConfig
 from monitor.errors import StorageError
@@ -141,10 +141,8 @@ class Poller:
 
     def decide(self, live: int, rows: list[LeaseRow], now: datetime) -> LeaseDecision:
         assert self.heartbeat is not None
-        plan = plan_leases(self.heartbeat.id, [Lease(r.feed, r.holder, r.until) for r in rows],
-                           live_pollers=live, now=now, period=timedelta(seconds=self.lease),
-                           total=len(self.feeds))
-        return LeaseDecision(plan.claim, plan.release, plan.renew)
+        return plan_leases(self.heartbeat.id, rows, live_pollers=live, now=now,
+                           period=timedelta(seconds=self.lease), total=len(self.feeds))
 
     async def lease_round(self) -> None:
         """Beat, then claim / release / renew; start and stop the feed loops to match."""

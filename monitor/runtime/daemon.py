@@ -1,9 +1,9 @@
-"""The scheduler: one APScheduler job per feed, plus delivery, heartbeat and upkeep.
+"""``newsmon run``: the daemon's lifecycle, signals and systemd, and what its jobs do.
 
-Jobs only wire stages together (``Pipeline.poll``, ``Deliverer.deliver_due``).
-Every feed job runs with ``max_instances=1`` and coalesced misfires, so a slow
-feed or a clock jump never piles up polls; the delivery job runs first at
-start-up so alerts left pending by a crash go out before anything new.
+Jobs only wire stages together (``Pipeline.poll``, ``Deliverer.deliver_due``); when
+they run is ``runtime/scheduling.py`` (a job per feed, the heartbeat, the upkeep),
+and the sending loop is ``runtime/delivery_loop.py``. It runs first at start-up, so
+alerts left pending by a crash go out before anything new.
 
 Lifecycle (see docs/operations.md):
 
@@ -30,14 +30,10 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from apscheduler.job import Job
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor import notices
 from monitor.config import Config
-from monitor.delivery.deliverer import DeliveryReport
 from monitor.delivery.routing import admin_channels
 from monitor.errors import NewsmonError, StorageError
 from monitor.records import ChannelHealthRow, StatusFigures, iso, utcnow
@@ -47,16 +43,17 @@ from monitor.runtime.assembly import (
     cap_changed_intervals,
     enabled_feeds,
     idle_limit,
-    job_interval,
     prepare_config,
     validate_rules,
 )
 from monitor.runtime.clock import ClockGuard
 from monitor.runtime.cycles import CycleTally, PollOutcome
+from monitor.runtime.delivery_loop import DeliveryLoop
 from monitor.runtime.lock import DaemonLock, DatabaseLocked
 from monitor.runtime.metrics import HttpEndpoint, Metrics
 from monitor.runtime.pipeline import log_poll
 from monitor.runtime.retention import maintain
+from monitor.runtime.scheduling import STATUS_INTERVAL, retime, schedule_feeds, schedule_upkeep
 from monitor.runtime.status import evaluate as evaluate_health
 from monitor.runtime.systemd import Notifier, ProgressMonitor
 from monitor.storage import StoreError, open_storage
@@ -68,8 +65,6 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 Role = Literal["full", "delivery", "poll"]  # run, run --delivery-only, run --poll-only
 HEALTH_READ_S = 3.0  # /healthz waits this long for the database's figures
-STATUS_INTERVAL = 15.0  # seconds between STATUS= updates when there is no watchdog
-MAINTENANCE_FIRST_DELAY = 300.0  # the first upkeep waits for start-up polls to settle
 
 
 class Daemon:
@@ -80,7 +75,7 @@ class Daemon:
         self.config = config
         self.role: Role = role  # "delivery": no feed jobs; "poll": no delivery
         self._lock: DaemonLock | None = None  # one full daemon per database
-        self._delivery_task: asyncio.Task | None = None  # the long-lived delivery loop
+        self.delivery = DeliveryLoop(self)
         self._unrouted_logged: set[str] = set()
         self._channels_cache: list[ChannelHealthRow] = []
         self.init = init  # ``newsmon run --init``: accept an empty database file (check_database)
@@ -93,7 +88,7 @@ class Daemon:
                                         idle_limit(config) if role != "delivery" else None)
         self.http: HttpEndpoint | None = None
         self.reloads = 0  # successful reloads, for tests and the log
-        self._tasks: set[asyncio.Task] = set()  # in-flight poll and delivery jobs
+        self.in_flight: set[asyncio.Task] = set()  # poll and delivery jobs running now
         self._background: set[asyncio.Task] = set()  # reloads, retirements of old runtimes
         self._tally = self._new_tally()
         self._jobs = FeedJobs.of(config)
@@ -137,22 +132,15 @@ class Daemon:
         self.scheduler = scheduler
         now = datetime.now(scheduler.timezone)
         if self.role != "delivery":
-            self._schedule_feeds(scheduler, None, self.runtime, now)
+            schedule_feeds(scheduler, self.poll_feed, None, self.runtime, now)
             await self._apply_intervals(self.runtime)
-        beat = self.notifier.watchdog_interval or STATUS_INTERVAL
-        scheduler.add_job(
-            self.heartbeat, "interval", seconds=min(beat, STATUS_INTERVAL), id="heartbeat",
-            next_run_time=now, max_instances=1, coalesce=True, misfire_grace_time=None)
-        maintenance = config.service.maintenance_interval
-        scheduler.add_job(
-            self._maintenance_job, "interval", seconds=maintenance, id="maintenance",
-            next_run_time=now + timedelta(seconds=min(maintenance, MAINTENANCE_FIRST_DELAY)),
-            max_instances=1, coalesce=True, misfire_grace_time=None)
+        schedule_upkeep(scheduler, now, heartbeat=self.heartbeat,
+                        beat=self.notifier.watchdog_interval or STATUS_INTERVAL,
+                        maintenance=self._maintenance_job,
+                        maintenance_interval=config.service.maintenance_interval)
         scheduler.start(paused=paused)
         if self.role != "poll" and not paused:
-            # A long-lived loop, not an interval job: a slow channel delays the next
-            # run instead of piling up "maximum number of running instances" skips.
-            self._delivery_task = asyncio.get_running_loop().create_task(self._delivery_loop())
+            self.delivery.start()
         self.clock_guard.start(asyncio.get_running_loop())
         if config.service.http.enabled:
             self.http = HttpEndpoint(self.health_payload, self.metrics_payload)
@@ -240,7 +228,7 @@ class Daemon:
         self.stopping.set()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.pause()  # shutdown() would cancel in-flight jobs at once
-        pending = {t for t in self._tasks if not t.done()}
+        pending = {t for t in self.in_flight if not t.done()}
         # The jobs get the stop deadline less a moment for closing down, so the
         # process exits within service.stop_timeout (what systemd waits for).
         stop_timeout = self.config.service.stop_timeout
@@ -252,7 +240,7 @@ class Daemon:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=min(1.0, stop_timeout * 0.2))
-        await self._stop_delivery()
+        await self.delivery.stop()
         for task in list(self._background):
             task.cancel()
         if self.scheduler is not None and self.scheduler.running:
@@ -290,7 +278,7 @@ class Daemon:
         runtime.active += 1
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.add(task)
+            self.in_flight.add(task)
         try:
             outcome = await runtime.pipeline.poll(feed)
         except asyncio.CancelledError:
@@ -303,7 +291,7 @@ class Daemon:
                                   error="internal error (see the log)")
         finally:
             runtime.active -= 1
-            self._tasks.discard(task)
+            self.in_flight.discard(task)
             self.progress.poll_finished(token)
         await self._after_poll(outcome)
         return outcome
@@ -326,7 +314,7 @@ class Daemon:
         if outcome.error_kind == "database":
             log.error("database error during poll of %s: %s", outcome.feed, outcome.error,
                       extra={"feed": outcome.feed})
-            self._db_fault = outcome.error
+            self.database_fault(outcome.error)
         await self._close_cycle()
         await self._raise_db_notice()
 
@@ -353,6 +341,10 @@ class Daemon:
             return
         self._tally = self._new_tally()
 
+    def database_fault(self, error: str | None) -> None:
+        """A job met a database fault: a health notice is raised once the database takes it."""
+        self._db_fault = error
+
     async def _raise_db_notice(self) -> None:
         """Queue a health notice for the last database fault, once the database takes it."""
         if self._db_fault is None or self.runtime is None:
@@ -366,71 +358,6 @@ class Daemon:
             log.debug("health notice not queued yet: %s", exc)
             return
         self._db_fault = None
-
-    async def _deliver_job(self) -> DeliveryReport | None:
-        """One delivery run (every due batch); None when skipped or abandoned."""
-        runtime = self.runtime
-        if runtime is None or self.stopping.is_set():
-            return None
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        runtime.active += 1
-        started = time.monotonic()
-        try:
-            report = await runtime.deliver(should_stop=self.stopping.is_set)
-        except asyncio.CancelledError:
-            # The stop deadline passed during a send: it cannot be cancelled. Its row
-            # stays claimed and in flight; the next start sends it again (and says so).
-            runtime.deliverer.abandoned = True
-            log.warning("delivery: the send in flight was abandoned at the stop deadline;"
-                        " it is sent again at the next start (it may arrive twice)")
-            return None
-        except StoreError as exc:
-            log.error("delivery: %s", exc)
-            self._db_fault = str(exc)
-            return None
-        finally:
-            runtime.active -= 1
-            self._tasks.discard(task)
-        self.metrics.observe_delivery(sent=report.sent, failed=report.failed, dead=report.dead,
-                                      seconds=time.monotonic() - started)
-        return report
-
-    async def _delivery_loop(self) -> None:
-        """Deliver, then wait ``delivery.interval`` (read each time: a reload applies),
-        or go again at once after a full batch; until the daemon stops."""
-        while not self.stopping.is_set():
-            try:
-                report = await self._deliver_job()
-            except Exception:  # a bug must not end delivery for the daemon's life
-                log.exception("delivery: internal error")
-                report = None
-            if self.stopping.is_set():
-                return
-            if report is not None and report.messages >= self.config.delivery.batch:
-                continue  # more is due: no wait
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=self.config.delivery.interval)
-
-    async def _stop_delivery(self) -> None:
-        """End the delivery loop; record sends not yet marked, free this run's claims."""
-        task, self._delivery_task = self._delivery_task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, timeout=0.5)
-        runtime = self.runtime
-        if runtime is None or runtime.delivering:
-            return  # the thread still sends: its claim stays for the next start
-        deliverer, outbox = runtime.deliverer, runtime.delivery_storage.outbox
-        try:
-            if not await asyncio.to_thread(deliverer.flush_marks, outbox):
-                log.warning("%d sent message(s) could not be marked sent: the next start sends"
-                            " them again", deliverer.unmarked)
-            await asyncio.to_thread(outbox.release_claims, deliverer.owner)
-        except StoreError as exc:
-            log.warning("delivery: could not release claims at stop: %s", exc)
 
     async def heartbeat(self) -> None:
         """Feed the watchdog and refresh STATUS=, only while polls make progress.
@@ -451,7 +378,7 @@ class Daemon:
         if self._stalled is not None:
             log.info("progress again: feeding the watchdog")
             self._stalled = None
-        line = self._status_cache or f"{len(self.feed_jobs.by_url)} feeds"
+        line = self._cached_status_line()
         storage = self.runtime.pipeline.db.health.problem() if self.runtime is not None else None
         self.notifier.send("WATCHDOG=1", f"STATUS={line}" + (f"; {storage}" if storage else ""))
 
@@ -588,48 +515,7 @@ class Daemon:
             self.metrics.set_channel_health(self._channels_cache)
         return self.metrics.render()
 
-    # --- scheduling and reload -----------------------------------------------------
-    def _feed_job_id(self, url: str) -> str:
-        return f"feed:{url}"
-
-    def _schedule_feeds(self, scheduler: AsyncIOScheduler, old_runtime: Runtime | None,
-                        runtime: Runtime, now: datetime) -> None:
-        """Make the feed jobs match ``runtime``'s config: remove, add, re-time.
-
-        A changed interval keeps the job's next run time (or brings it forward to
-        now + the new interval), so a reload never causes a burst of polls.
-        """
-        old = old_runtime.config if old_runtime else None
-        new = runtime.config
-        before = enabled_feeds(old) if old else {}
-        after = enabled_feeds(new)
-        for url in before.keys() - after.keys():
-            with contextlib.suppress(JobLookupError):
-                scheduler.remove_job(self._feed_job_id(url))
-            log.info("feed %s removed: polling stops", before[url].label,
-                     extra={"feed": before[url].label})
-        added = 0
-        for url, feed in after.items():
-            interval = job_interval(runtime, feed)
-            trigger = IntervalTrigger(seconds=interval, jitter=min(interval * 0.1, 60))
-            job = scheduler.get_job(self._feed_job_id(url))
-            if job is None:
-                # Spread first polls over a few seconds instead of one burst.
-                first = now + timedelta(seconds=min(added * 0.5, 30))
-                added += 1
-                scheduler.add_job(
-                    self.poll_feed, trigger, id=self._feed_job_id(url), args=[url],
-                    next_run_time=first, max_instances=1, coalesce=True,
-                    misfire_grace_time=int(max(interval, 60)), replace_existing=True)
-                if old is not None:
-                    log.info("feed %s added", feed.label, extra={"feed": feed.label})
-            elif old_runtime is not None and interval != job_interval(old_runtime, before[url]):
-                next_run = _next_run(job, interval, now)
-                job.modify(trigger=trigger, next_run_time=next_run,
-                           misfire_grace_time=int(max(interval, 60)))
-                log.info("feed %s: interval now %.0fs, next poll %s", feed.label, interval,
-                         next_run.isoformat(timespec="seconds"), extra={"feed": feed.label})
-
+    # --- reload ----------------------------------------------------------------------
     async def _apply_intervals(self, runtime: Runtime) -> None:
         """A changed feed ``interval:`` applies at once (``cap_changed_intervals``)."""
         try:
@@ -642,18 +528,8 @@ class Daemon:
             log.info("feed %s: its interval changed, next poll brought forward to %s", label,
                      when.isoformat(timespec="seconds"), extra={"feed": label})
 
-    def _retime(self, job_id: str, seconds: float, now: datetime) -> None:
-        """Change an interval job's period, keeping (or bringing forward) its next run."""
-        assert self.scheduler is not None
-        job = self.scheduler.get_job(job_id)
-        if job is None:
-            return
-        job.modify(trigger=IntervalTrigger(seconds=seconds), next_run_time=_next_run(job, seconds, now))
-
     def _on_sighup(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.reload())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(self.reload())
 
     async def reload(self) -> bool:
         """SIGHUP: build and check the new config fully, then swap; else keep the old."""
@@ -685,10 +561,10 @@ class Daemon:
             self.config, self.runtime = new, runtime
             now = datetime.now(self.scheduler.timezone)
             if self.role != "delivery":
-                self._schedule_feeds(self.scheduler, old_runtime, runtime, now)
+                schedule_feeds(self.scheduler, self.poll_feed, old_runtime, runtime, now)
                 await self._apply_intervals(runtime)
             if new.service.maintenance_interval != old.service.maintenance_interval:
-                self._retime("maintenance", new.service.maintenance_interval, now)
+                retime(self.scheduler, "maintenance", new.service.maintenance_interval, now)
             self.progress.stall_timeout = new.service.poll_stall_timeout
             self.progress.idle_limit = idle_limit(new)
             self.progress.reset_idle()
@@ -709,13 +585,4 @@ class Daemon:
             finally:
                 await runtime.aclose()
 
-        task = asyncio.get_running_loop().create_task(wait_and_close())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-
-def _next_run(job: Job, seconds: float, now: datetime) -> datetime:
-    """A re-timed job's next run: as planned, but no later than one new period from now
-    (so a shorter period takes effect at once and a longer one causes no burst)."""
-    latest = now + timedelta(seconds=seconds)
-    return min(job.next_run_time, latest) if job.next_run_time else latest
+        self._in_background(wait_and_close())

@@ -106,7 +106,8 @@ class ProcessRow:
 
 @dataclass(frozen=True, slots=True)
 class LeaseRow:
-    """A feed's lease as stored."""
+    """A feed's lease as stored (``cluster.leases.Lease``: who holds it, until when, by the
+    database's clock)."""
 
     feed: str
     holder: str | None
@@ -115,7 +116,8 @@ class LeaseRow:
 
 @dataclass(frozen=True, slots=True)
 class LeaseDecision:
-    """What the caller decided for one lease round (see ``cluster.leases.plan_leases``)."""
+    """What a poller does with leases in one round (``cluster.leases.LeasePlan``, decided by
+    ``cluster.leases.plan_leases``): free feeds to claim, surplus to release, leases to renew."""
 
     claim: Sequence[str]
     release: Sequence[str]

@@ -20,15 +20,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from monitor.storage.db import Connection, errors, iso, parse_iso
+from monitor.storage.db import errors
 from monitor.storage.search import (
-    COUNT_CAP,
     MARK_END,
     MARK_START,
+    ArticleReads,
     SearchFilters,
-    SearchHit,
     SearchPage,
+    filter_sql,
     fts_query,
+    page_window,
 )
 
 __all__ = ["PgSearchRepository", "TsQuery", "ts_query"]
@@ -86,24 +87,19 @@ def ts_query(text: str) -> TsQuery:
     return TsQuery(rest, " & ".join(prefixes))
 
 
-class PgSearchRepository:
+class PgSearchRepository(ArticleReads):
     """Reads of the tsvector index; the same ``search()`` as ``SearchRepository``."""
-
-    def __init__(self, connection: Connection) -> None:
-        self._db = connection.db
 
     def search(self, query: str, filters: SearchFilters | None = None, *, page: int = 1,
                per_page: int = 20) -> SearchPage:
         """One page of articles matching ``query`` and ``filters``, best first; an empty
         query (or one of exclusions alone) lists the filtered articles newest first."""
         filters = filters or SearchFilters()
-        page, per_page = max(1, page), max(1, min(per_page, 200))
-        offset = (page - 1) * per_page
-        cap = max(COUNT_CAP, offset + per_page + 1)
+        page, per_page, offset, cap = page_window(page, per_page)
         parsed = ts_query(query)
-        where, params = _filters(filters)
         with errors("searching articles"):
             if not parsed.empty:
+                where, params = filter_sql(filters, "a.id")
                 expression, query_params = parsed.sql()
                 head = f"WITH q AS (SELECT {expression} AS query) "
                 clause = "".join(f" AND {w}" for w in where)
@@ -121,20 +117,9 @@ class PgSearchRepository:
                 ranks = {int(r[0]): -float(r[1]) for r in ranked}
                 marked = self._highlights(expression, query_params, ids)
             else:
-                clause = (" WHERE " + " AND ".join(where)) if where else ""
-                ids = [int(r[0]) for r in self._db.execute(
-                    f"SELECT a.id FROM articles a{clause} ORDER BY a.first_seen DESC, a.id DESC"
-                    " LIMIT ? OFFSET ?", [*params, per_page, offset])]
-                counted = self._db.execute(
-                    f"SELECT COUNT(*) FROM (SELECT 1 FROM articles a{clause} LIMIT ?) AS listed",
-                    [*params, cap]).fetchone()[0]
+                ids, counted = self._listing(filters, offset, per_page, cap)
                 sent, ranks, marked = "", {}, self._plain(ids)
-            meta = self._articles(ids)
-            topics = self._topics(ids)
-        hits = tuple(SearchHit(
-            article_id=i, url=meta[i][0], first_seen=parse_iso(meta[i][1]),
-            published=parse_iso(meta[i][2]), title=marked[i][0], snippet=marked[i][1],
-            topics=topics.get(i, ()), rank=ranks.get(i)) for i in ids if i in meta and i in marked)
+            hits = self._hits(ids, marked, ranks)
         total = int(counted)
         return SearchPage(query=query, fts=sent, total=min(total, cap - 1), page=page,
                           per_page=per_page, hits=hits, total_capped=total >= cap)
@@ -153,49 +138,3 @@ class PgSearchRepository:
             " FROM articles a, q WHERE a.id = ANY(?)",
             [*params, _HEADLINE_TITLE, _HEADLINE_SNIPPET, _HEADLINE_SNIPPET, ids]).fetchall()
         return {int(r[0]): (r[1] or "", (r[2] or r[3] or "").strip()) for r in rows}
-
-    def _plain(self, ids: list[int]) -> dict[int, tuple[str, str]]:
-        """Titles and the bodies' first characters, for a listing without a text query."""
-        if not ids:
-            return {}
-        rows = self._db.execute(
-            "SELECT id, title, substr(coalesce(body, ''), 1, 240), summary FROM articles"
-            " WHERE id = ANY(?)", [ids])
-        return {int(r[0]): (r[1] or "", (r[2] or r[3] or "").strip()) for r in rows}
-
-    def _articles(self, ids: list[int]) -> dict[int, tuple[str | None, str | None, str | None]]:
-        if not ids:
-            return {}
-        rows = self._db.execute(
-            "SELECT id, url, first_seen, published FROM articles WHERE id = ANY(?)", [ids])
-        return {int(r[0]): (r[1], r[2], r[3]) for r in rows}
-
-    def _topics(self, ids: list[int]) -> dict[int, tuple[str, ...]]:
-        if not ids:
-            return {}
-        found: dict[int, list[str]] = {}
-        for article_id, topic in self._db.execute(
-                "SELECT article_id, topic FROM matches WHERE article_id = ANY(?)"
-                " ORDER BY score DESC, id", [ids]):
-            found.setdefault(int(article_id), []).append(topic)
-        return {k: tuple(v) for k, v in found.items()}
-
-
-def _filters(filters: SearchFilters) -> tuple[list[str], list[object]]:
-    """The filters as conditions on ``a`` (an ``articles`` row)."""
-    where: list[str] = []
-    params: list[object] = []
-    if filters.topic:
-        where.append("EXISTS (SELECT 1 FROM matches m WHERE m.article_id = a.id AND m.topic = ?)")
-        params.append(filters.topic)
-    elif filters.matched_only:
-        where.append("EXISTS (SELECT 1 FROM matches m WHERE m.article_id = a.id)")
-    if filters.feed:
-        where.append("EXISTS (SELECT 1 FROM items i JOIN feeds fd ON fd.id = i.feed_id"
-                     " WHERE i.article_id = a.id AND (fd.name = ? OR fd.url = ?))")
-        params += [filters.feed, filters.feed]
-    for op, moment in ((">=", filters.since), ("<", filters.until)):
-        if moment is not None:
-            where.append(f"a.first_seen {op} ?")
-            params.append(iso(moment))
-    return where, params

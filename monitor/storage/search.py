@@ -24,8 +24,8 @@ from typing import Any
 
 from monitor.storage.db import POSTGRESQL, Connection, errors, iso, parse_iso
 
-__all__ = ["MARK_END", "MARK_START", "SearchFilters", "SearchHit", "SearchPage", "SearchRepository",
-           "fts_query", "strip_marks"]
+__all__ = ["MARK_END", "MARK_START", "ArticleReads", "SearchFilters", "SearchHit", "SearchPage",
+           "SearchRepository", "filter_sql", "fts_query", "page_window", "strip_marks"]
 
 MARK_START, MARK_END = "\x02", "\x03"
 # bm25 weights of the indexed columns: title, summary, body.
@@ -131,7 +131,82 @@ RANK_WINDOW = 4000
 _SNIPPET_TOKENS = 28
 
 
-class SearchRepository:
+def page_window(page: int, per_page: int) -> tuple[int, int, int, int]:
+    """``(page, per_page, offset, cap)``: the page asked for, clamped (1 to 200 a page), its
+    offset, and where counting stops (``COUNT_CAP``, always past the page asked for)."""
+    page, per_page = max(1, page), max(1, min(per_page, 200))
+    offset = (page - 1) * per_page
+    return page, per_page, offset, max(COUNT_CAP, offset + per_page + 1)
+
+
+class ArticleReads:
+    """What both backends' searches read beside their index: the listing without a text
+    query (newest first), and a page's articles, topics and plain snippets. Only the
+    spelling of "id in this list" differs: ``IN (?, ...)`` on SQLite, ``= ANY(?)`` on
+    PostgreSQL (one array parameter)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection.db
+        self._any = connection.dialect == POSTGRESQL
+
+    def _in(self, column: str, ids: list[int]) -> tuple[str, list[object]]:
+        if self._any:
+            return f"{column} = ANY(?)", [ids]
+        return f"{column} IN ({','.join('?' * len(ids))})", list(ids)
+
+    def _listing(self, filters: SearchFilters, offset: int, per_page: int,
+                 cap: int) -> tuple[list[int], int]:
+        """The filtered articles' ids newest first (one page), and their count up to ``cap``."""
+        where, params = filter_sql(filters, "a.id")
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        ids = [int(r[0]) for r in self._db.execute(
+            f"SELECT a.id FROM articles a{clause} ORDER BY a.first_seen DESC, a.id DESC"
+            " LIMIT ? OFFSET ?", [*params, per_page, offset])]
+        counted = self._db.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM articles a{clause} LIMIT ?) AS listed",
+            [*params, cap]).fetchone()[0]
+        return ids, int(counted)
+
+    def _hits(self, ids: list[int], marked: dict[int, tuple[str, str]],
+              ranks: dict[int, float]) -> tuple[SearchHit, ...]:
+        """The page's hits in the order of ``ids``, with their highlighted title and snippet."""
+        meta = self._articles(ids)
+        topics = self._topics(ids)
+        return tuple(SearchHit(
+            article_id=i, url=meta[i][0], first_seen=parse_iso(meta[i][1]),
+            published=parse_iso(meta[i][2]), title=marked[i][0], snippet=marked[i][1],
+            topics=topics.get(i, ()), rank=ranks.get(i)) for i in ids if i in meta and i in marked)
+
+    def _plain(self, ids: list[int]) -> dict[int, tuple[str, str]]:
+        """Titles and the bodies' first characters, for a listing without a text query."""
+        if not ids:
+            return {}
+        member, params = self._in("id", ids)
+        rows = self._db.execute(
+            f"SELECT id, title, substr(coalesce(body, ''), 1, 240), summary FROM articles WHERE {member}",
+            params)
+        return {int(r[0]): (r[1] or "", (r[2] or r[3] or "").strip()) for r in rows}
+
+    def _articles(self, ids: list[int]) -> dict[int, tuple[str | None, str | None, str | None]]:
+        if not ids:
+            return {}
+        member, params = self._in("id", ids)
+        rows = self._db.execute(f"SELECT id, url, first_seen, published FROM articles WHERE {member}",
+                                params)
+        return {int(r[0]): (r[1], r[2], r[3]) for r in rows}
+
+    def _topics(self, ids: list[int]) -> dict[int, tuple[str, ...]]:
+        if not ids:
+            return {}
+        member, params = self._in("article_id", ids)
+        found: dict[int, list[str]] = {}
+        for article_id, topic in self._db.execute(
+                f"SELECT article_id, topic FROM matches WHERE {member} ORDER BY score DESC, id", params):
+            found.setdefault(int(article_id), []).append(topic)
+        return {k: tuple(v) for k, v in found.items()}
+
+
+class SearchRepository(ArticleReads):
     """Reads of the full-text index (the writes are in ``items.record_item``).
 
     Query shape (``bench/web_bench.py``): the ranking runs inside FTS5 alone
@@ -141,7 +216,7 @@ class SearchRepository:
     ``RANK_WINDOW``."""
 
     def __init__(self, connection: Connection) -> None:
-        self._db = connection.db
+        super().__init__(connection)
         self._postgres: Any = None  # PostgreSQL answers through storage/pg_search.py
         if connection.dialect == POSTGRESQL:
             from monitor.storage.pg_search import PgSearchRepository
@@ -157,13 +232,11 @@ class SearchRepository:
         if self._postgres is not None:
             return self._postgres.search(query, filters, page=page, per_page=per_page)
         filters = filters or SearchFilters()
-        page, per_page = max(1, page), max(1, min(per_page, 200))
-        offset = (page - 1) * per_page
-        cap = max(COUNT_CAP, offset + per_page + 1)
+        page, per_page, offset, cap = page_window(page, per_page)
         fts = fts_query(query)
         with errors("searching articles"):
             if fts:
-                where, params = _filter_sql(filters, "f.rowid")
+                where, params = filter_sql(filters, "f.rowid")
                 clause = "".join(f" AND {w}" for w in where)
                 base = f"FROM articles_fts f WHERE articles_fts MATCH ?{clause}"
                 counted = self._db.execute(f"SELECT COUNT(*) FROM (SELECT 1 {base} LIMIT ?)",
@@ -173,21 +246,9 @@ class SearchRepository:
                 ranks = {int(r[0]): float(r[1]) for r in ranked}
                 marked = self._highlights(fts, ids)
             else:
-                where, params = _filter_sql(filters, "a.id")
-                clause = (" WHERE " + " AND ".join(where)) if where else ""
-                ids = [int(r[0]) for r in self._db.execute(
-                    f"SELECT a.id FROM articles a{clause} ORDER BY a.first_seen DESC, a.id DESC"
-                    " LIMIT ? OFFSET ?", [*params, per_page, offset])]
-                counted = self._db.execute(
-                    f"SELECT COUNT(*) FROM (SELECT 1 FROM articles a{clause} LIMIT ?)",
-                    [*params, cap]).fetchone()[0]
+                ids, counted = self._listing(filters, offset, per_page, cap)
                 ranks, marked, ranked_within = {}, self._plain(ids), None
-            meta = self._articles(ids)
-            topics = self._topics(ids)
-        hits = tuple(SearchHit(
-            article_id=i, url=meta[i][0], first_seen=parse_iso(meta[i][1]),
-            published=parse_iso(meta[i][2]), title=marked[i][0], snippet=marked[i][1],
-            topics=topics.get(i, ()), rank=ranks.get(i)) for i in ids if i in meta and i in marked)
+            hits = self._hits(ids, marked, ranks)
         total = int(counted)
         return SearchPage(query=query, fts=fts, total=min(total, cap - 1), page=page, per_page=per_page,
                           hits=hits, total_capped=total >= cap, ranked_within=ranked_within)
@@ -231,39 +292,11 @@ class SearchRepository:
                 out[article_id] = (row[0] or "", (row[1] or row[2] or "").strip())
         return out
 
-    def _plain(self, ids: list[int]) -> dict[int, tuple[str, str]]:
-        """Titles and the bodies' first characters, for a listing without a text query."""
-        if not ids:
-            return {}
-        rows = self._db.execute(
-            "SELECT id, title, substr(coalesce(body, ''), 1, 240), summary FROM articles"
-            f" WHERE id IN ({','.join('?' * len(ids))})", ids)
-        return {int(r[0]): (r[1] or "", (r[2] or r[3] or "").strip()) for r in rows}
-
-    def _articles(self, ids: list[int]) -> dict[int, tuple[str | None, str | None, str | None]]:
-        if not ids:
-            return {}
-        rows = self._db.execute(
-            f"SELECT id, url, first_seen, published FROM articles WHERE id IN ({','.join('?' * len(ids))})",
-            ids)
-        return {int(r[0]): (r[1], r[2], r[3]) for r in rows}
-
-    def _topics(self, ids: list[int]) -> dict[int, tuple[str, ...]]:
-        if not ids:
-            return {}
-        marks = ",".join("?" * len(ids))
-        found: dict[int, list[str]] = {}
-        for article_id, topic in self._db.execute(
-                f"SELECT article_id, topic FROM matches WHERE article_id IN ({marks})"
-                " ORDER BY score DESC", ids):
-            found.setdefault(int(article_id), []).append(topic)
-        return {k: tuple(v) for k, v in found.items()}
-
 
 _RANK = "bm25(" + ", ".join(map(str, _WEIGHTS)) + ")"
 
 
-def _filter_sql(filters: SearchFilters, article: str) -> tuple[list[str], list[object]]:
+def filter_sql(filters: SearchFilters, article: str) -> tuple[list[str], list[object]]:
     """The filters as conditions on the article id expression ``article`` (``a.id`` or
     ``f.rowid``): each one an index lookup (matches by article and topic, items by
     article, articles by first seen), never a scan."""

@@ -70,13 +70,19 @@ class DaemonProcess:
         self._log.close()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str = "condition") -> None:
+def eventually(predicate: Callable[[], object], timeout: float, *, interval: float = 0.05) -> bool:
+    """Whether ``predicate`` came true within ``timeout`` seconds (asked every ``interval``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            return True
+        time.sleep(interval)
+    return False
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str = "condition") -> None:
+    if not eventually(predicate, timeout):
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class NotifySocket:
