@@ -1,38 +1,43 @@
 """Cost of story assignment as the store grows: 1,000, 10,000 and 100,000 stored articles.
 
     .venv/bin/python bench/stories_bench.py [--sizes 1000,10000,100000] [--per-day 2000]
+    .venv/bin/python bench/stories_bench.py --memory | --sqlite | --fingerprints
 
-Synthetic articles (no downloads): a Zipf vocabulary of 40,000 words, events of
-1-5 articles each with their own distinctive words, names and numbers, arriving
-at ``--per-day`` articles a day in date order. The store is filled through the
-assigner itself (so stories exist); the index forgets articles older than twice
-the window, as the daemon would. At each size, 300 probe articles are timed:
-``assign()`` alone (features given) and feature extraction from text (a constant
-per article: it does not depend on the store). Memory is the process RSS.
+Default: the daemon's story step per new article (``StoryKeeper`` on a real SQLite file) at
+each store size. The store is built the way it would look after weeks of running, quickly:
 
-``--sqlite``: the same with the state in SQLite (``storage/stories.py``), the store
-filled through the daemon's configuration (``WindowStoryIndex``: the window in
-memory, every change written through); at each size the probes are timed three
-ways: the window in memory (assign, then the write of its rows), every read a
-query (``StoredStoryIndex``), and the start-up rebuild of the window.
+* the history outside the assignment window (``size`` less two windows' worth) is written
+  straight into the tables with bulk inserts: story articles, stories (three articles each),
+  articles, matches, one sent alert a story, and the document frequencies of their terms
+  (``story_terms``: the IDF at 100,000 stored is the IDF of 100,000 documents);
+* the window (two windows: ``4 × per-day`` articles, what the pruned index holds) is assigned
+  through the keeper, from generated article texts.
 
-``--keeper``: the daemon's whole story step per new article (``StoryKeeper``: assign, write
-through, then the context: the story's alerts and the burst rates of the story and a topic).
-The history outside the window is written straight into the tables (three articles a story,
-each with its article, match and the story's alert); the window (two windows' worth) is
-assigned through the keeper; then 300 probes are timed.
+Texts are synthetic but shaped like news (no downloads, nothing copied): a Zipf vocabulary of
+pseudo-words with English function words between them, plurals and possessives, capitalised
+two-word names and places, numbers (``9,000``, ``103.5``), a headline with a ``| Outlet``
+suffix, a two-sentence lede heavy in the event's words, some wire datelines (``KYIV, Ukraine
+(AP) —``) and wire copies republished under new headlines (near-duplicates). Then 300 probes
+a size are timed: feature extraction (the worker's part), ``assign`` (IDF prefetch and the
+assigner), the write-through of its rows, and ``context`` (the story's alerts, the burst
+rates of the story and a topic). Medians and 95th percentiles in ms.
 
-Also compares fingerprints: the consistent shingle sample used here, a numpy
-MinHash (128 permutations), and ``datasketch.MinHash`` when it is installed.
+``--memory``: the assigner alone on ``InMemoryStoryIndex`` (no storage), the store filled
+through it with features built directly. ``--sqlite``: the memory window against every read
+a query (``StoredStoryIndex``), filled through the assigner (slow past 10,000: use
+``--sizes 1000,10000``). ``--fingerprints``: the consistent shingle sample against MinHash.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,7 +45,7 @@ import numpy as np
 
 from monitor.storage.stories import _ARTICLE_COLUMNS, _STORY_COLUMNS
 from monitor.stories.clustering import InMemoryStoryIndex, InMemoryTermStatistics, StoryAssigner
-from monitor.stories.features import ArticleFeatures, extract_features
+from monitor.stories.features import STOP_WORDS, ArticleFeatures, extract_features, normalise_term
 from monitor.stories.fingerprint import (
     Fingerprint,
     fingerprint,
@@ -52,11 +57,23 @@ from monitor.stories.fingerprint import (
 
 VOCABULARY = 40_000
 PROBES = 300
+_SYLLABLES = ("ka", "ro", "mi", "tel", "van", "dor", "sen", "lu", "pra", "gor", "nik", "sha", "ber", "tos",
+              "lin", "mar", "vel", "zan", "qui", "ost", "len", "dra", "fe", "hol", "mun", "bar", "ric", "sta",
+              "ve", "pol")
+_FUNCTION = sorted(w for w in STOP_WORDS if w.isalpha() and len(w) <= 7)[:120]
+_DATELINES = ("KYIV, Ukraine (AP) — ", "LONDON (Reuters) - ", "MOSCOW (AP) — ", "BRUSSELS (AFP) — ")
 
 
 def rss_mib() -> float:
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * 4096 / 2**20
+
+
+def _pseudo_words(count: int, rng: random.Random) -> list[str]:
+    seen: dict[str, None] = {}
+    while len(seen) < count:
+        seen.setdefault("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4))), None)
+    return list(seen)
 
 
 class Generator:
@@ -65,23 +82,69 @@ class Generator:
         ranks = np.arange(1, VOCABULARY + 1)
         self.weights = (1.0 / ranks) / (1.0 / ranks).sum()
         self.numpy = np.random.default_rng(seed)
-        self.words = [f"w{i}" for i in range(VOCABULARY)]
+        self.words = _pseudo_words(VOCABULARY, self.random)
+        self.people = [w.capitalize() for w in _pseudo_words(3000, self.random)]
         self.serial = 0
+        self._pool: list[str] = []
+        self._cursor = 0
 
     def background(self, count: int) -> list[str]:
-        if not hasattr(self, "_pool"):
-            picks = self.numpy.choice(VOCABULARY, size=2_000_000, p=self.weights)
+        if self._cursor + count > len(self._pool):
+            picks = self.numpy.choice(VOCABULARY, size=500_000, p=self.weights)
             self._pool = [self.words[i] for i in picks]
-        begin = self.random.randrange(len(self._pool) - count)
+            self._cursor = 0
+        begin = self._cursor
+        self._cursor += count
         return self._pool[begin:begin + count]
 
     def event(self) -> list[str]:
+        """An event: eight rarer words, a person, a place and a number of its own."""
         rare = self.numpy.integers(VOCABULARY // 4, VOCABULARY, size=8)
-        return [self.words[i] for i in rare] + [f"n:name{self.random.randrange(5000)} person",
-                                                 str(self.random.randrange(10, 5000))]
+        person = f"{self.random.choice(self.people)} {self.random.choice(self.people)}"
+        place = self.random.choice(self.people) + "sk"
+        number = self.random.choice([str(self.random.randrange(10, 999)),
+                                     f"{self.random.randrange(1, 99)},{self.random.randrange(100, 999)}",
+                                     f"{self.random.randrange(1, 300)}.{self.random.randrange(1, 9)}"])
+        return [self.words[i] for i in rare] + [person, place, number]
+
+    # -- texts ---------------------------------------------------------------------------------
+
+    def _sentence(self, event: list[str], heat: float) -> str:
+        rng = self.random
+        out: list[str] = []
+        filler = iter(self.background(30))
+        for _ in range(rng.randint(12, 26)):
+            roll = rng.random()
+            if roll < 0.42:
+                out.append(rng.choice(_FUNCTION))
+            elif roll < 0.42 + heat:
+                out.append(rng.choice(event))
+            elif roll < 0.47 + heat:
+                out.append(f"{rng.choice(self.people)} {rng.choice(self.people)}")
+            elif roll < 0.49 + heat:
+                out.append(str(rng.randrange(2, 2000)))
+            else:
+                word = next(filler)
+                tail = rng.random()
+                out.append(word + "s" if tail < 0.12 else word + "'s" if tail < 0.15 else word)
+        sentence = " ".join(out)
+        if rng.random() < 0.15:
+            return f'"{sentence[:1].upper()}{sentence[1:]}," {rng.choice(self.people)} said.'
+        return sentence[:1].upper() + sentence[1:] + "."
+
+    def article(self, event: list[str]) -> tuple[str, str]:
+        """A headline with an outlet suffix and a 350-700-word text about ``event``."""
+        rng = self.random
+        head = [*rng.sample(event[:8], 4), event[8].split()[1], event[9], *self.background(3)]
+        rng.shuffle(head)
+        title = " ".join(head).capitalize() + f" | Outlet {rng.randrange(200)}"
+        lede = [self._sentence(event, 0.30) for _ in range(2)]
+        body = [self._sentence(event, 0.06) for _ in range(rng.randint(18, 34))]
+        dateline = rng.choice(_DATELINES) if rng.random() < 0.2 else ""
+        return title, dateline + " ".join(lede + body)
 
     def features(self, event: list[str], when: datetime, source: str) -> ArticleFeatures:
-        """Features built directly (the store's filler): what extract_features would produce."""
+        """Features built directly, no text (``--memory`` and ``--sqlite`` fill their stores so)."""
         self.serial += 1
         head = event[:6] + self.background(10)
         body = event + self.background(250)
@@ -92,14 +155,28 @@ class Generator:
                                fingerprint=fp)
 
     def text(self, event: list[str]) -> tuple[str, str]:
-        """A synthetic title and ~300-word text, for timing feature extraction."""
-        title = " ".join(self.random.sample(event[:8], 5) + self.background(4)).capitalize()
-        sentences = []
-        for _ in range(20):
-            chunk = self.background(12) + self.random.sample(event[:8], 2)
-            self.random.shuffle(chunk)
-            sentences.append(" ".join(chunk).capitalize() + ".")
-        return title, " ".join(sentences)
+        return self.article(event)
+
+    def history_frequencies(self, count: int, terms_each: int = 260) -> dict[str, int]:
+        """Document frequencies of ``count`` articles' terms (what the history would have counted),
+        drawn in bulk from the same Zipf vocabulary: per article its distinct words."""
+        normal = [normalise_term(w) for w in self.words]
+        df = np.zeros(VOCABULARY, dtype=np.int64)
+        for begin in range(0, count, 2000):
+            rows = min(2000, count - begin)
+            picks = self.numpy.choice(VOCABULARY, size=(rows, terms_each), p=self.weights)
+            picks.sort(axis=1)
+            distinct = np.ones_like(picks, dtype=bool)
+            distinct[:, 1:] = picks[:, 1:] != picks[:, :-1]
+            df += np.bincount(picks[distinct], minlength=VOCABULARY)
+            rare = self.numpy.integers(VOCABULARY // 4, VOCABULARY, size=rows * 8)
+            df += np.bincount(rare, minlength=VOCABULARY)
+        out: dict[str, int] = {}
+        for index in np.nonzero(df)[0]:
+            term = normal[index]
+            if term is not None:
+                out[term] = out.get(term, 0) + int(df[index])
+        return out
 
 
 def _counts(tokens: list[str]) -> dict[str, int]:
@@ -239,12 +316,12 @@ def run_sqlite(sizes: list[int], per_day: int, folder: Path) -> None:
     storage.close()
 
 
-def _fill_history(storage: object, count: int, before: datetime, per_day: int) -> None:
-    """``count`` stored articles (three to a story) dated before ``before``, written straight
-    into the tables (story_articles, stories, articles, matches, one sent alert per story): what
-    a long-running store holds outside the assignment window, without assigning each one."""
-    import json
-
+def _fill_history(storage: object, generator: Generator, count: int, before: datetime,
+                  per_day: int) -> None:
+    """``count`` stored articles (three to a story) dated before ``before``, written straight into
+    the tables with bulk inserts (story_articles, stories, articles, matches, one sent alert a
+    story, the document frequencies of their terms): what a long-running store holds outside the
+    assignment window, without assigning each one."""
     from monitor.records import iso
 
     db = storage.db.conn  # type: ignore[attr-defined]
@@ -263,6 +340,7 @@ def _fill_history(storage: object, count: int, before: datetime, per_day: int) -
             members = [f"h{m}" for m in range(n - n % 3, n + 1)]
             stories.append((story, f"headline {n}", members[0], when.timestamp() - 1, when.timestamp(),
                             json.dumps(members), json.dumps([f"outlet{n % 200}"]), "{}", 1.0, len(members)))
+    frequencies = generator.history_frequencies(count) if count else {}
     with storage.connection.write():  # type: ignore[attr-defined]
         db.executemany(f"INSERT INTO story_articles ({_ARTICLE_COLUMNS}) VALUES ({','.join('?' * 18)})",
                        articles)
@@ -271,74 +349,112 @@ def _fill_history(storage: object, count: int, before: datetime, per_day: int) -
         db.executemany("INSERT INTO matches (id, article_id, topic, created_at) VALUES (?,?,?,?)", matches)
         db.executemany("INSERT INTO alerts (alert_key, match_id, article_id, channel, topic, status,"
                        " story_id, created_at) VALUES (?,?,?,'hook','ceasefire','sent',?,?)", alerts)
+        db.executemany("INSERT INTO story_terms (term, df) VALUES (?, ?)", frequencies.items())
         db.execute("INSERT INTO story_counters (name, value) VALUES ('stories', ?)", (count // 3 + 1,))
+        db.execute("INSERT INTO story_counters (name, value) VALUES ('documents', ?)", (count,))
+
+
+class Stream:
+    """Articles in date order: events live a while (new ones keep coming), some texts are wire
+    copies of an earlier article under a new headline (trimmed or whole)."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+        self.events: list[list[str]] = []
+        self.texts: list[str] = []  # recent texts, for republication
+        self.serial = 0
+
+    def next(self, *, fresh: bool | None = None) -> tuple[str, str, str]:
+        """(article id, title, text)."""
+        g, rng = self.generator, self.generator.random
+        if fresh is None:
+            fresh = not self.events or rng.random() < 0.4
+        if fresh:
+            self.events.append(g.event())
+            del self.events[:-50]  # events stay "live" for a while, then new ones take over
+        event = self.events[-1] if fresh else rng.choice(self.events[-20:])
+        title, text = g.article(event)
+        if self.texts and rng.random() < 0.15:  # a wire copy, maybe cut after some sentences
+            copied = rng.choice(self.texts[-200:])
+            text = copied if rng.random() < 0.5 else copied[: max(len(copied) // 2, 400)]
+        self.texts.append(text)
+        del self.texts[:-400]
+        self.serial += 1
+        return f"p{self.serial}", title, text
+
+
+def _spread(values: list[float]) -> str:
+    ms = sorted(v * 1000 for v in values)
+    return f"{statistics.median(ms):5.2f} / {ms[int(len(ms) * 0.95)]:<5.2f}"
 
 
 def run_keeper(sizes: list[int], per_day: int, folder: Path) -> None:
-    """The daemon's whole story step per new article at each store size: ``StoryKeeper.assign_features``
-    (IDF prefetch, assign, write-through) and ``context`` (the story's alerts, the burst rates)."""
+    """The daemon's story step per new article at each store size: features from the text (the
+    worker's part), ``StoryKeeper`` assign (IDF prefetch + assigner), the write-through of its
+    rows, and ``context`` (the story's alerts, the burst rates)."""
     from monitor.runtime.stories import StoryKeeper
     from monitor.storage import open_storage
     from monitor.storage.stories import StoryRepository
     from monitor.stories.bursts import BurstPolicy
 
-    generator = Generator()
     window_population = per_day * 4  # two windows: what the pruned index holds
     start = datetime(2024, 1, 1, tzinfo=UTC)
     step = timedelta(days=1) / per_day
-    print(f"keeper (SQLite, {folder}): {per_day} articles a day; probes {PROBES} a size; ms (median / p95)")
-    print(f"{'stored':>8} {'window':>7} {'assign':>14} {'write':>14} {'context':>14} {'total':>14}"
-          f" {'db MiB':>7}")
-
-    def spread(values: list[float]) -> str:
-        ms = sorted(v * 1000 for v in values)
-        return f"{statistics.median(ms):5.2f} / {ms[int(len(ms) * 0.95)]:<5.2f}"
+    print(f"keeper on SQLite ({folder}): {per_day} articles a day, window 2 days (the index holds"
+          f" {window_population:,}); {PROBES} probes a size; ms median / p95")
+    print(f"{'stored':>8} {'window':>7} {'build s':>8} {'features':>13} {'assign':>13} {'write':>13}"
+          f" {'context':>13} {'assign+write+context':>21} {'db MiB':>7}", flush=True)
 
     for size in sizes:
+        generator = Generator()
+        stream = Stream(generator)
         path = folder / f"keeper-{size}.db"
         storage = open_storage(path)
+        built = time.perf_counter()
         recent = min(size, window_population)
         history_end = start + step * (size - recent)
-        _fill_history(storage, size - recent, history_end, per_day)
+        _fill_history(storage, generator, size - recent, history_end, per_day)
         now = history_end
         keeper = StoryKeeper(StoryRepository(storage.connection), clock=lambda: now,  # noqa: B023
                              bursts=BurstPolicy())
-        events: list[list[str]] = []
         for n in range(recent):
-            if not events or generator.random.random() < 0.4:
-                events.append(generator.event())
-                del events[:-50]
             now = history_end + step * n
-            keeper.assign_features(generator.features(generator.random.choice(events[-20:]), now,
-                                                      f"outlet{generator.random.randrange(200)}"), now=now)
-        timings: dict[str, list[float]] = {"assign": [], "write": [], "context": []}
-        for _ in range(PROBES):
-            known = generator.random.random() < 0.5
-            event = generator.random.choice(events[-20:]) if known else generator.event()
-            features = generator.features(event, now, "probe")
-            # StoryKeeper.assign_features, step by step: IDF prefetch + assign, then the write-through.
+            key, title, text = stream.next()
+            keeper.assign_features(extract_features(key, title, text, source=f"outlet{n % 200}",
+                                                    published=now), now=now)
+        built = time.perf_counter() - built
+        timings: dict[str, list[float]] = {"features": [], "assign": [], "write": [], "context": []}
+        for probe in range(PROBES):
+            key, title, text = stream.next(fresh=probe % 2 == 0)  # half new events, half known ones
             began = time.perf_counter()
+            features = extract_features(key, title, text, source="probe", published=now)
+            extracted = time.perf_counter()
+            # StoryKeeper.assign_features, step by step: IDF prefetch + assign, then the write-through.
             keeper.statistics.prefetch([*features.head_terms, *features.body_terms])
             assignment = keeper.assigner.assign(features, now)
             assigned = time.perf_counter()
             keeper.index.flush(assignment)
             written = time.perf_counter()
             keeper.context(assignment, ("ceasefire",))
-            timings["assign"].append(assigned - began)
+            timings["features"].append(extracted - began)
+            timings["assign"].append(assigned - extracted)
             timings["write"].append(written - assigned)
             timings["context"].append(time.perf_counter() - written)
-        total = [sum(parts) for parts in zip(*timings.values(), strict=True)]
-        print(f"{size:>8,} {len(keeper.index):>7,} {spread(timings['assign']):>14}"
-              f" {spread(timings['write']):>14}"
-              f" {spread(timings['context']):>14} {spread(total):>14} {path.stat().st_size / 2**20:>7.1f}",
+        total = [a + w + c for a, w, c in zip(timings["assign"], timings["write"], timings["context"],
+                                              strict=True)]
+        print(f"{size:>8,} {len(keeper.index):>7,} {built:>8.1f} {_spread(timings['features']):>13}"
+              f" {_spread(timings['assign']):>13} {_spread(timings['write']):>13}"
+              f" {_spread(timings['context']):>13} {_spread(total):>21} {path.stat().st_size / 2**20:>7.1f}",
               flush=True)
         storage.close()
 
 
 def compare_fingerprints() -> None:
     generator = Generator(seed=11)
-    texts = [generator.text(generator.event())[1] * 3 for _ in range(200)]  # ~900 words each
+    texts = [generator.text(generator.event())[1][:6000] for _ in range(200)]  # ~900 words each
     tokens = [words(t) for t in texts]
+    for text in texts:  # warm the token-hash cache, as a running process has it
+        fingerprint(text)
     began = time.perf_counter()
     for text in texts:
         fingerprint(text)
@@ -349,7 +465,7 @@ def compare_fingerprints() -> None:
         minhash_signature(h)
     minhash_ms = (time.perf_counter() - began) / len(texts) * 1000
     sample_bytes = statistics.mean(sample_shingles(h).nbytes for h in hashes)
-    print("\nfingerprints (900-word texts):")
+    print(f"\nfingerprints ({statistics.mean(len(t) for t in tokens):.0f}-word texts):")
     print(f"  consistent shingle sample (1/4): {sample_ms:.2f} ms an article (whole fingerprint), "
           f"{sample_bytes:.0f} bytes")
     print(f"  numpy MinHash 128: +{minhash_ms:.2f} ms on top of shingling, 1024 bytes")
@@ -369,25 +485,21 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--per-day", type=int, default=2000)
-    parser.add_argument("--sqlite", action="store_true", help="the state in SQLite (storage/stories.py)")
-    parser.add_argument("--keeper", action="store_true",
-                        help="the daemon's whole story step (assign, write, alerts and burst reads)")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--memory", action="store_true", help="the assigner alone, in memory")
+    modes.add_argument("--sqlite", action="store_true", help="memory window against every read a query")
+    modes.add_argument("--fingerprints", action="store_true", help="shingle sample against MinHash")
     args = parser.parse_args(argv[1:])
     sizes = [int(s) for s in args.sizes.split(",")]
-    if args.keeper:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as folder:
-            run_keeper(sizes, args.per_day, Path(folder))
+    if args.fingerprints:
+        compare_fingerprints()
         return 0
-    if args.sqlite:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as folder:
-            run_sqlite(sizes, args.per_day, Path(folder))
+    if args.memory:
+        run(sizes, args.per_day)
         return 0
-    run(sizes, args.per_day)
-    compare_fingerprints()
+    runner: Callable[[list[int], int, Path], None] = run_sqlite if args.sqlite else run_keeper
+    with tempfile.TemporaryDirectory() as folder:
+        runner(sizes, args.per_day, Path(folder))
     return 0
 
 

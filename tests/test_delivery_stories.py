@@ -159,12 +159,13 @@ def store(tmp_path: Path) -> Iterator[Storage]:
 
 
 def record_story_item(store: Storage, n: int, topics: list[tuple[str, EvidenceSentence]],
-                      story: StoryContext) -> tuple[int, ...]:
+                      story: StoryContext, *, title: str = TITLE,
+                      published: datetime = T0) -> tuple[int, ...]:
     url = f"https://news.test/{n}"
-    item = FeedItem(guid=f"g{n}", link=url, canonical_url=url, title=TITLE, summary="s", published=T0,
+    item = FeedItem(guid=f"g{n}", link=url, canonical_url=url, title=title, summary="s", published=published,
                     content_hash=f"h{n}")
-    article = Article(title=TITLE, summary="s", body="b", text_source="summary", url=url,
-                      feed_url="http://feeds.test/a.xml")
+    article = Article(title=title, summary="s", body="b", text_source="summary", url=url,
+                      feed_url="http://feeds.test/a.xml", published=published)
     matches = tuple(TopicMatch(topic=t, score=3.0, threshold=1.0, evidence=(e,)) for t, e in topics)
     feed_id = store.feeds.get("http://feeds.test/a.xml").id
     result = store.items.record_item(
@@ -190,3 +191,75 @@ def test_a_story_with_two_topics_is_one_webhook_message_marked_sent_together(sto
         assert {rows[i]["status"] for i in ids} == {"sent"}
         assert len({rows[i]["delivery_id"] for i in ids}) == 1  # one message carried both rows
         assert deliverer.deliver_due(store.outbox).messages == 0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_collapsed_backlog_lists_stories_newest_first_across_topics(fmt: str) -> None:
+    """The backlog rule's digest: each story once, newest first over all topics (not grouped by
+    topic, which would put an old ceasefire story above a newer negotiation one), each with a
+    one-line why that carries its evidence."""
+    rows = [story_row(1, "ceasefire", (CEASEFIRE,), story="1", title="Oldest ceasefire story", published=T0),
+            story_row(2, "negotiation", (TALKS,), story="2", title="Middle talks story",
+                      published=T0 + timedelta(hours=1)),
+            story_row(3, "ceasefire", (CEASEFIRE,), story="3", title="Newest ceasefire story",
+                      published=T0 + timedelta(hours=2)),
+            story_row(4, "ceasefire", (CEASEFIRE,), story="2", title="Middle talks story",
+                      published=T0 + timedelta(hours=1))]
+    plan = plan_channel(channel(), [Due(a) for a in rows], now=T0 + timedelta(hours=3),
+                        settings=settings(collapse_over=2))
+    assert plan.messages == [] and sorted(a.id for a in plan.digest) == [1, 2, 3, 4]
+    (message, _), = Renderer(fmt, body_limit=8000, title_limit=250).digest(  # type: ignore[arg-type]
+        plan.digest, reason="Backlog after a delay")
+    body = message.body.replace("\\", "")
+    titles = ["Newest ceasefire story", "Middle talks story", "Oldest ceasefire story"]
+    assert [body.count(t) for t in titles] == [1, 1, 1], body
+    positions = [body.index(t) for t in titles]
+    assert positions == sorted(positions), body  # newest first, whatever the topic
+    assert "3 alerts" in message.title + body  # three stories, not four rows
+    why = [line for line in body.splitlines() if "Matched" in line]
+    assert len(why) == 3, body  # one why line per story
+    assert "A freeze of the front line was floated" in why[0]  # the why shows its evidence
+    if fmt == "text":
+        assert "**" not in body
+
+
+def test_a_full_claim_never_splits_a_story_message(store: Storage) -> None:
+    """A run claims at most ``claim_limit`` rows; when the limit falls inside a story's message
+    (one of its two topics claimed), that message waits for the next run and goes out whole."""
+    with Site(routes={"/hook": (200, {"Content-Type": "application/json"}, b"{}")}) as receiver:
+        for n in range(3):
+            record_story_item(store, n, [("ceasefire", CEASEFIRE), ("negotiation", TALKS)],
+                              StoryContext(str(40 + n), outlets=1))
+        deliverer = Deliverer([channel(url=f"json://127.0.0.1:{receiver.port}/hook")], settings())
+        deliverer.claim_limit = 3  # a claim of 3 rows ends inside the second story
+        deliverer.deliver_due(store.outbox)
+        # The deferred row is free again (another process may deliver it), not left claimed.
+        assert [r["claimed_by"] for r in store.db.query(
+            "SELECT claimed_by FROM alerts WHERE story_id = '41'")] == [None, None]
+        for _ in range(3):
+            deliverer.deliver_due(store.outbox)
+        messages = [r.json()["message"] for r in receiver.requests if r.method == "POST"]
+        keys = [set(re.findall(r"story-\d+-hook-0-\w+", m)) for m in messages]
+        assert keys == [{f"story-{40 + n}-hook-0-ceasefire", f"story-{40 + n}-hook-0-negotiation"}
+                        for n in range(3)], keys  # each story once, all its topics together
+        assert store.outbox.counts().get("pending", 0) == 0
+
+
+def test_a_large_backlog_arrives_as_a_digest_of_each_story_once_newest_first(store: Storage) -> None:
+    """30 stories (two topics each, 60 rows) due at once on a webhook: over ``collapse_over``,
+    so one digest, as received: each story once, newest first, each with its why line."""
+    with Site(routes={"/hook": (200, {"Content-Type": "application/json"}, b"{}")}) as receiver:
+        for n in range(30):  # stored oldest first; story n published n hours after T0, topics alternate
+            topics = [("ceasefire", CEASEFIRE), ("negotiation", TALKS)]
+            record_story_item(store, n, topics[::-1] if n % 2 else topics,
+                              StoryContext(str(100 + n), outlets=1), title=f"Story number {n:02d} headline",
+                              published=T0 + timedelta(hours=n))
+        deliverer = Deliverer([channel(url=f"json://127.0.0.1:{receiver.port}/hook")],
+                              settings(collapse_over=10))
+        report = deliverer.deliver_due(store.outbox)
+        assert report.sent == 60, report
+        text = "\n".join(r.json()["message"] for r in receiver.requests if r.method == "POST")
+        shown = re.findall(r"Story number (\d\d) headline", text)
+        assert shown == [f"{n:02d}" for n in range(29, -1, -1)], shown  # once each, newest first
+        assert text.count("Matched ") == 30
+        assert "**" not in text

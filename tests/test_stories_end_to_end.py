@@ -115,8 +115,10 @@ def test_a_wire_story_on_five_outlets_alerts_once_per_channel_then_one_follow_up
         alerts = match_alerts(config)
         # The wire story once per channel, each unrelated story once per channel.
         assert len(alerts) == 3 * 2, alerts
-        assert sorted(ch for ch, key in alerts if key.startswith(f"story-{wire[0].story_id}-")) == \
-            ["desk", "mail"]
+        # Every story, the wire story and each unrelated one, once on each channel.
+        for story in stories:
+            assert sorted(ch for ch, key in alerts if key.startswith(f"story-{story.story_id}-")) == \
+                ["desk", "mail"], (story, alerts)
 
         # A later article of the story with a new topic: one follow-up per channel; then another
         # article of it with nothing new: nothing.

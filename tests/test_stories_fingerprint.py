@@ -85,3 +85,18 @@ def test_site_suffix_is_stripped_from_headlines() -> None:
     assert clean_headline(f"{headline} | AP News") == headline
     assert clean_headline(f"{headline} - ABC News") == headline
     assert clean_headline("Short | Site") == "Short | Site"
+
+
+def test_features_fold_the_text_once_with_the_same_result() -> None:
+    """``extract_features`` folds the text once for the lede and the fingerprint: the same
+    fingerprint and lede as folding in each step (typographic quotes, dashes, nbsp, dateline)."""
+    from monitor.stories.features import extract_features, split_lede
+    text = ("KYIV, Ukraine (AP) \u2014 Officials said \u201cthe\u00a0truce holds\u201d on Tuesday. "
+            "Observers counted 9,000 shells. Talks resume in Istanbul\u2019s old palace on Friday.")
+    features = extract_features("a1", "Truce holds | AP News", text)
+    alone = fingerprint(text)
+    assert features.fingerprint.exact == alone.exact and features.fingerprint.wire_credit
+    assert (features.fingerprint.sample == alone.sample).all() and features.fingerprint.words == alone.words
+    lede, _ = split_lede(text)
+    assert "official" in features.head_terms and "observer" in features.head_terms  # plurals folded
+    assert lede.startswith("Officials said \"the truce holds\"")

@@ -70,6 +70,7 @@ from monitor.delivery.pacing import (
     HELD_THROTTLE,
     Due,
     message_groups,
+    message_key,
     plan_channel,
     throttle_limit,
 )
@@ -87,6 +88,8 @@ log = logging.getLogger(__name__)
 # The default body cap of a single alert, whatever the service allows: an alert
 # has at most three evidence sentences; a digest may use the service's full limit.
 ALERT_BODY_CAP = 4000
+# Due rows claimed per channel and run (more wait for the next run).
+CLAIM_LIMIT = 1000
 
 
 class ChannelError(DeliveryError):
@@ -287,6 +290,7 @@ class Deliverer:
         self._sleep = sleep
         self._last_send: dict[str, float] = {}  # channel -> monotonic time of its last send
         self.owner = new_owner()  # the claim owner of this deliverer's runs
+        self.claim_limit = CLAIM_LIMIT
         self._unmarked: list[UnmarkedSend] = []  # sent, not yet recorded: never send again
         # Set by the daemon when the stop deadline passed during a send: the thread
         # then records and logs nothing more (the claim makes the next start resend).
@@ -489,13 +493,19 @@ class Deliverer:
         if state.blocked_until is not None and state.blocked_until > now:
             return  # backing off (or Retry-After): nothing overtakes the failed alert
         claimed = outbox.claim_due(cfg.name, self.owner, lease_until=self._lease(now), now=now,
-                                   owner_gone=owner_gone)
+                                   owner_gone=owner_gone, limit=self.claim_limit)
         if claimed is None:
             report.skipped_channels += 1
             log.debug("channel %s: another newsmon process is delivering to it", cfg.name)
             return
         open_ids = {c.alert.id for c in claimed}
         try:
+            if len(claimed) >= self.claim_limit:
+                # A full claim may end inside a story's message (some of its topics claimed, the
+                # rest not): that message waits for the next run, whole, rather than go out in two.
+                last = message_key(claimed[-1].alert)
+                whole = [c for c in claimed if message_key(c.alert) != last]
+                claimed = whole or claimed  # one message larger than a claim: send what there is
             self._send_claimed(outbox, target, claimed, open_ids, state, clock, deadline,
                                report, should_stop)
         finally:
@@ -520,7 +530,7 @@ class Deliverer:
                         for group in message_groups([d.alert for d in due])]
         else:
             messages = self._plan(outbox, target, due, now, report)
-            held = set(open_ids) - {a.id for _, alerts, _ in messages for a in alerts}
+            held = {c.alert.id for c in claimed} - {a.id for _, alerts, _ in messages for a in alerts}
             open_ids -= held  # hold_alerts ended their claims
         last = state.last_sent_at
         if last is not None and cfg.name not in self._last_send:

@@ -171,12 +171,61 @@ def _short(text: str, limit: int) -> str:
 _LOOKALIKE_EDGE = "\u2217\u02cb"  # slack_escape's stand-ins for * and `
 
 
-def _split_marks(text: str) -> list[tuple[str, bool]]:
-    """``text`` with ``**`` pairs as (piece, is_term) pieces; an unpaired ``**`` stays literal."""
-    parts = text.split("**")
+def _split_marks(marked: str, text: str | None = None) -> list[tuple[str, bool]]:
+    """``marked`` as (piece, is_term) pieces. With the sentence's own ``text``, a ``**`` is a marker
+    only where ``marked`` has it and ``text`` has not (``rules.evaluator`` inserts the markers into
+    the text as it is, so an article's own ``**`` stays literal and cannot shift the pairs);
+    without it (or when the two do not align), ``**`` pairs, an unpaired last one literal."""
+    if text is not None:
+        aligned = _aligned_marks(marked, text)
+        if aligned is not None:
+            return aligned
+    parts = marked.split("**")
     if len(parts) % 2 == 0:  # an odd number of markers: the last one is the sentence's own
         parts = [*parts[:-2], parts[-2] + "**" + parts[-1]]
     return [(part, index % 2 == 1) for index, part in enumerate(parts) if part]
+
+
+def _aligned_marks(marked: str, text: str) -> list[tuple[str, bool]] | None:
+    pieces: list[tuple[str, bool]] = []
+    current: list[str] = []
+    in_term = False
+    i = j = 0
+    while j < len(marked):
+        if marked.startswith("**", j) and not text.startswith("**", i):
+            if current:
+                pieces.append(("".join(current), in_term))
+                current = []
+            in_term = not in_term
+            j += 2
+        elif i < len(text) and marked[j] == text[i]:
+            current.append(marked[j])
+            i += 1
+            j += 1
+        else:
+            return None
+    if i != len(text) or in_term:  # not the same sentence, or a marker left open
+        return None
+    if current:
+        pieces.append(("".join(current), False))
+    return pieces
+
+
+_CONFUSABLE_SCRIPTS = frozenset(("LATIN", "CYRILLIC", "GREEK"))
+
+
+def _confusable(text: str) -> bool:
+    """A word that mixes Latin, Cyrillic and Greek letters (``Kyіv`` with a Ukrainian і), or a
+    letter that is a compatibility look-alike (fullwidth ``Ｋ``, mathematical ``𝐊``): emphasis
+    would lend such a spoof weight, so it is shown unmarked."""
+    for word in text.split():
+        letters = [ch for ch in word if ch.isalpha()]
+        scripts = {unicodedata.name(ch, "?").split()[0] for ch in letters}
+        if len(scripts & _CONFUSABLE_SCRIPTS) > 1:
+            return True
+        if any(unicodedata.normalize("NFKC", ch) != ch for ch in letters):
+            return True
+    return False
 
 
 def _mark_term(escaped: str, fmt: str) -> str:
@@ -188,6 +237,9 @@ def _mark_term(escaped: str, fmt: str) -> str:
         return escaped
     core = escaped.strip(" \t" + (_LOOKALIKE_EDGE if fmt == "slack" else ""))
     if not core or (fmt == "slack" and not any(ch.isalnum() for ch in core)):
+        return escaped
+    # No look-alike inside the marks either: slack_escape's stand-ins, or a homoglyph spoof.
+    if (fmt == "slack" and any(ch in _LOOKALIKE_EDGE for ch in core)) or _confusable(core):
         return escaped
     start = escaped.index(core)
     return f"{escaped[:start]}**{core}**{escaped[start + len(core):]}"
@@ -211,7 +263,8 @@ def marked_evidence(sentence: EvidenceSentence, fmt: str, limit: int) -> Markup:
     cut sentence never ends in a fragment of a term."""
     out: list[str] = []
     room = limit
-    for piece, term in _split_marks(clean(sentence.marked or sentence.text, one_line=True)):
+    marked = clean(sentence.marked or sentence.text, one_line=True)
+    for piece, term in _split_marks(marked, clean(sentence.text, one_line=True)):
         if room <= 0:
             break
         if term and len(piece) > room:  # the term does not fit whole: end before it
@@ -424,6 +477,8 @@ class Renderer:
     def _digest_context(self, entries: Sequence[Sequence[PendingAlert]], reason: str, part: int,
                         parts: int) -> dict[str, Any]:
         groups: dict[str, list[dict[str, Any]]] = {}
+        counts: dict[str, int] = {}  # entries per topic, for the title
+        stories = any(entry[-1].story_id for entry in entries)
         for entry in entries:
             newest = entry[-1]
             context = alert_context(newest, terms=3) if len(entry) == 1 else story_context(
@@ -435,11 +490,17 @@ class Renderer:
                 context["id"] = ", ".join(keys[:3]) + (f" (+{len(keys) - 3})" if len(keys) > 3 else "")
             context["title"] = _short(context["title"], 200)
             context["body"] = _short(context["body"], 300)
-            context["why"] = _short(_why(entry), 200) if newest.story_id else ""
+            context["why"] = _short(_why(entry), 240) if newest.story_id else ""
             topic = "newsmon" if newest.kind == "notice" else context["topic"]
-            groups.setdefault(topic, []).append(context)
+            context["topic"] = topic
+            # Stories: one flat list, newest first (``digest_entries``); grouping them by topic would
+            # put an old story of one topic above a newer one of another. Each entry names its topics.
+            groups.setdefault("" if stories else topic, []).append(context)
+            for name in context.get("topics") or [topic]:
+                counts[name] = counts.get(name, 0) + 1
         # ``total`` counts entries: a story is one alert however many rows it has.
         return {"groups": [{"topic": t, "alerts": a} for t, a in groups.items()],
+                "summary": list(counts.items()),
                 "total": len(entries), "reason": reason, "part": part, "parts": parts,
                 "format": self.fmt, "entries": len(entries)}
 
@@ -466,8 +527,13 @@ def _why(entry: Sequence[PendingAlert]) -> str:
     for alert in entry:
         if alert.topic not in best or alert.score > best[alert.topic].score:
             best[alert.topic] = alert
-    return "Matched " + ", ".join(f"{clean(t, one_line=True)} ({a.score:.1f} / {a.threshold:.1f})"
-                                  for t, a in best.items())
+    matched = "Matched " + ", ".join(f"{clean(t, one_line=True)} ({a.score:.1f} / {a.threshold:.1f})"
+                                     for t, a in best.items())
+    # The why carries the evidence: the strongest topic's first sentence (a backlog digest without
+    # evidence leaves the reader to open every link).
+    strongest = max(best.values(), key=lambda a: a.score - a.threshold)
+    sentence = next((clean(e.text, one_line=True) for e in strongest.evidence if e.text.strip()), "")
+    return f"{matched}: {sentence}" if sentence else matched
 
 
 def _newest(entry: Sequence[PendingAlert]) -> datetime:

@@ -91,11 +91,18 @@ class StoryRepository:
     # -- writes ---------------------------------------------------------------------------
 
     def next_story_number(self) -> int:
-        with errors("numbering a story"), self._conn.lazy_commit(), self._conn.write():
-            self._db.execute("INSERT INTO story_counters (name, value) VALUES ('stories', 1)"
-                             " ON CONFLICT(name) DO UPDATE SET value = story_counters.value + 1")
-            return int(self._db.execute(
+        return self.reserve_story_numbers(1).start
+
+    def reserve_story_numbers(self, count: int) -> range:
+        """``count`` consecutive story numbers for the caller alone, in one transaction (a keeper
+        takes them in blocks: a new story then costs no transaction of its own)."""
+        with errors("numbering stories"), self._conn.lazy_commit(), self._conn.write():
+            self._db.execute("INSERT INTO story_counters (name, value) VALUES ('stories', ?)"
+                             " ON CONFLICT(name) DO UPDATE SET value = story_counters.value + ?",
+                             (count, count))
+            last = int(self._db.execute(
                 "SELECT value FROM story_counters WHERE name = 'stories'").fetchone()[0])
+        return range(last - count + 1, last + 1)
 
     def save(self, story: StoryRecord, article: StoryArticleRecord, index_terms: Sequence[str],
              document_terms: Iterable[str]) -> None:

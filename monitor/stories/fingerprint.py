@@ -65,11 +65,20 @@ def has_wire_credit(text: str) -> bool:
 
 def words(text: str) -> list[str]:
     """Lower-case word tokens of folded text (numbers such as 9,000 and 103.5 stay whole)."""
-    return [w.strip(".,'") for w in _WORD.findall(fold_text(text).lower())]
+    return folded_words(fold_text(text))
+
+
+def folded_words(folded: str) -> list[str]:
+    """``words`` of a text already through ``fold_text`` (folding is the costly part: once an article)."""
+    return [w.strip(".,'") for w in _WORD.findall(folded.lower())]
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s for s in _SENTENCE_END.split(fold_text(text)) if s]
+    return split_folded_sentences(fold_text(text))
+
+
+def split_folded_sentences(folded: str) -> list[str]:
+    return [s for s in _SENTENCE_END.split(folded) if s]
 
 
 @lru_cache(maxsize=200_000)
@@ -130,11 +139,16 @@ class Fingerprint:
 
 
 def fingerprint(text: str) -> Fingerprint:
-    folded = fold_text(text)
-    tokens = words(strip_dateline(folded))
+    return folded_fingerprint(fold_text(text))
+
+
+def folded_fingerprint(folded: str) -> Fingerprint:
+    """``fingerprint`` of a text already through ``fold_text``."""
+    tokens = folded_words(strip_dateline(folded))
     exact = hashlib.blake2b(" ".join(tokens).encode("utf-8"), digest_size=16).hexdigest()
     sample = sample_shingles(shingle_hashes(tokens))
-    return Fingerprint(exact=exact, sample=sample, words=len(tokens), wire_credit=has_wire_credit(folded))
+    return Fingerprint(exact=exact, sample=sample, words=len(tokens),
+                       wire_credit=bool(_DATELINE.match(folded)))
 
 
 def containment(part: Fingerprint, whole: Fingerprint) -> float:

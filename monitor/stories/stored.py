@@ -34,6 +34,8 @@ class StoryRows(Protocol):
 
     def next_story_number(self) -> int: ...
 
+    def reserve_story_numbers(self, count: int) -> range: ...
+
     def save(self, story: StoryRecord, article: StoryArticleRecord, index_terms: Sequence[str],
              document_terms: Iterable[str]) -> None: ...
 
@@ -108,6 +110,28 @@ def assignment_from_record(row: StoryArticleRecord, label: str = "") -> Assignme
                       new_outlet=row.new_outlet, label_changed=row.label_changed, label=label)
 
 
+# --- story numbers ----------------------------------------------------------------------------------
+
+STORY_NUMBER_BLOCK = 32  # numbers reserved at a time: a new story costs 1/32 of a transaction
+
+
+class StoryNumbers:
+    """Story numbers reserved from the store in blocks. Unique across processes (each block is
+    the caller's alone); numbers left unused at exit are skipped, so ids may have gaps."""
+
+    def __init__(self, rows: StoryRows, block: int = STORY_NUMBER_BLOCK) -> None:
+        self.rows = rows
+        self.block = block
+        self._free: Iterator[int] = iter(())
+
+    def next(self) -> int:
+        number = next(self._free, None)
+        if number is None:
+            self._free = iter(self.rows.reserve_story_numbers(self.block))
+            number = next(self._free)
+        return number
+
+
 # --- the buffered writes of one assignment ----------------------------------------------------------
 
 
@@ -167,9 +191,10 @@ class StoredStoryIndex:
     def __init__(self, rows: StoryRows) -> None:
         self.rows = rows
         self.pending = _PendingWrites(rows)
+        self.numbers = StoryNumbers(rows)
 
     def new_story_id(self) -> str:
-        return str(self.rows.next_story_number())
+        return str(self.numbers.next())
 
     def story(self, story_id: str) -> Story | None:
         if self.pending.story is not None and self.pending.story.story_id == story_id:
@@ -205,6 +230,7 @@ class WindowStoryIndex(InMemoryStoryIndex):
         super().__init__()
         self.rows = rows
         self.pending = _PendingWrites(rows)
+        self.numbers = StoryNumbers(rows)
 
     def load(self, since: datetime) -> int:
         """Rebuild the window from the store: articles with event time ≥ ``since`` and their stories."""
@@ -222,7 +248,7 @@ class WindowStoryIndex(InMemoryStoryIndex):
         return loaded
 
     def new_story_id(self) -> str:
-        return str(self.rows.next_story_number())
+        return str(self.numbers.next())
 
     def save_story(self, story: Story) -> None:
         super().save_story(story)
