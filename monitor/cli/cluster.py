@@ -2,8 +2,10 @@
 and the cluster's processes in ``newsmon status`` (see docs/scale-out.md).
 
 Each command is one long-running process against the config's PostgreSQL database;
-start as many as the load needs, on any machine. Exit codes, for scripts and
-systemd: 0 stopped cleanly (SIGTERM, Ctrl-C), 1 could not start or lost the
+start as many as the load needs, on any machine. Each holds the single-daemon lock
+shared (``runtime/pg_lock.py``), so none starts beside a ``newsmon run``, nor a ``run``
+beside them. Exit codes, for scripts and systemd: 0 stopped cleanly (SIGTERM,
+Ctrl-C), 1 could not start (a ``newsmon run`` holds the database) or lost the
 database for good, 2 config error (including a SQLite ``database:``: these need
 PostgreSQL; one machine runs ``newsmon run``).
 """
@@ -50,11 +52,14 @@ def _url(config: Config) -> str:
         fail(str(exc), EXIT_CONFIG)
 
 
-def _serve(state: State, make: Callable[[Config, str], Any]) -> None:
+def _serve(state: State, kind: str, make: Callable[[Config, str], Any]) -> None:
     """Build the process from the config and its PostgreSQL URL (config errors exit 2),
-    run it until SIGTERM, exit 0 or 1."""
+    hold the single-daemon lock shared (exit 1 beside a ``newsmon run``), run it until
+    SIGTERM, exit 0 or 1."""
     from monitor.cluster.shared import StopSignal
     from monitor.delivery.deliverer import ChannelError
+    from monitor.runtime.lock import DatabaseLocked
+    from monitor.runtime.pg_lock import PgDaemonLock
 
     config = state.config()
     url = _url(config)
@@ -62,6 +67,11 @@ def _serve(state: State, make: Callable[[Config, str], Any]) -> None:
         process = make(config, url)
     except ChannelError as exc:
         fail(str(exc), EXIT_CONFIG)
+    try:  # held until exit: cluster processes coexist, a `newsmon run` is refused
+        lock = PgDaemonLock.acquire(url, role=kind, exclusive=False)
+    except (DatabaseLocked, StorageError) as exc:
+        log.error("cannot start: %s", exc)
+        sys.exit(EXIT_FAILED)
 
     async def main() -> None:
         with StopSignal() as stop:
@@ -72,6 +82,8 @@ def _serve(state: State, make: Callable[[Config, str], Any]) -> None:
     except (StorageError, OSError) as exc:
         log.error("cannot run: %s", exc)
         sys.exit(EXIT_FAILED)
+    finally:
+        lock.release()
     sys.exit(EXIT_OK)
 
 
@@ -96,11 +108,12 @@ def poller(state: State, lease: float) -> None:
       newsmon poller --lease 30        faster takeover, polls of at most 15 s
       systemctl start newsmon-poller   (deploy/newsmon-poller.service)
 
-    Exit codes: 0 stopped cleanly, 1 database unreachable, 2 config error.
+    Exit codes: 0 stopped cleanly, 1 database unreachable or a ``newsmon run``
+    holds it, 2 config error.
     """
     from monitor.cluster.poller import Poller
 
-    _serve(state, lambda config, url: Poller(config, url, lease=lease))
+    _serve(state, "poller", lambda config, url: Poller(config, url, lease=lease))
 
 
 @click.command()
@@ -123,11 +136,12 @@ def worker(state: State, beat: float) -> None:
       newsmon worker --config /etc/newsmon/newsmon.yaml
       systemctl start newsmon-worker@1 newsmon-worker@2   (deploy/newsmon-worker@.service)
 
-    Exit codes: 0 stopped cleanly, 1 database unreachable, 2 config error.
+    Exit codes: 0 stopped cleanly, 1 database unreachable or a ``newsmon run``
+    holds it, 2 config error.
     """
     from monitor.cluster.worker import Worker
 
-    _serve(state, lambda config, url: Worker(config, url, beat=beat))
+    _serve(state, "worker", lambda config, url: Worker(config, url, beat=beat))
 
 
 @click.command()
@@ -146,12 +160,12 @@ def deliver(state: State) -> None:
       newsmon deliver --config /etc/newsmon/newsmon.yaml
       systemctl start newsmon-deliver   (deploy/newsmon-deliver.service)
 
-    Exit codes: 0 stopped cleanly, 1 database unreachable, 2 config error
-    (including a channel URL apprise cannot use).
+    Exit codes: 0 stopped cleanly, 1 database unreachable or a ``newsmon run``
+    holds it, 2 config error (including a channel URL apprise cannot use).
     """
     from monitor.cluster.deliver import DeliverProcess
 
-    _serve(state, DeliverProcess)
+    _serve(state, "deliver", DeliverProcess)
 
 
 def process_rows(config: Config) -> list[dict[str, Any]] | None:

@@ -51,6 +51,7 @@ from monitor.runtime.cycles import CycleTally, PollOutcome
 from monitor.runtime.delivery_loop import DeliveryLoop
 from monitor.runtime.lock import DaemonLock, DatabaseLocked
 from monitor.runtime.metrics import HttpEndpoint, Metrics
+from monitor.runtime.pg_lock import PgDaemonLock
 from monitor.runtime.pipeline import log_poll
 from monitor.runtime.retention import maintain
 from monitor.runtime.scheduling import STATUS_INTERVAL, retime, schedule_feeds, schedule_upkeep
@@ -74,7 +75,7 @@ class Daemon:
                  init: bool = False, role: Role = "full") -> None:
         self.config = config
         self.role: Role = role  # "delivery": no feed jobs; "poll": no delivery
-        self._lock: DaemonLock | None = None  # one full daemon per database
+        self._lock: DaemonLock | PgDaemonLock | None = None  # one full daemon per database
         self.delivery = DeliveryLoop(self)
         self._unrouted_logged: set[str] = set()
         self._channels_cache: list[ChannelHealthRow] = []
@@ -112,11 +113,14 @@ class Daemon:
         """
         config = self.config
         unrouted = await asyncio.to_thread(validate_rules, config)
-        # One daemon per SQLite file (flock); helpers cooperate via claims. PostgreSQL has no
-        # file: its processes coordinate by claims and row locks (docs/postgresql.md), and
-        # open_storage refuses a foreign database there.
+        # One daemon per database, helpers cooperate via claims: an flock on a SQLite file,
+        # an exclusive session advisory lock on PostgreSQL, which the cluster processes
+        # hold shared (runtime/pg_lock.py; open_storage refuses a foreign database there).
         if self.role == "full" and not config.is_postgres:
             self._lock = DaemonLock.acquire(config.database_path())
+        elif self.role == "full":
+            self._lock = await asyncio.to_thread(
+                PgDaemonLock.acquire, str(config.database), role="run", exclusive=True)
         if not config.is_postgres:
             # Refuse an emptied, foreign or corrupt file before anything writes to it.
             await asyncio.to_thread(check_database, config.database_path(), init=self.init)

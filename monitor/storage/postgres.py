@@ -159,13 +159,16 @@ class PgDatabase:
         self.raw.close()
 
 
-def connect_postgres(url: str) -> PgDatabase:
+def connect_postgres(url: str, *, application: str = "newsmon",
+                     settings: dict[str, str | int] | None = None) -> PgDatabase:
     """Connect to ``url`` (autocommit; the password from ``NEWSMON_DATABASE_PASSWORD``
     when set, else libpq's PGPASSWORD/~/.pgpass); raises StoreError naming the server
-    without its password."""
-    extra: dict[str, Any] = {"application_name": "newsmon", "connect_timeout": 10,
-                             # a write waits for another's lock as long as SQLite's busy timeout
-                             "options": f"-c lock_timeout={int(BUSY_TIMEOUT_S * 1000)}"}
+    without its password. ``application`` is the session's ``application_name`` (what
+    ``pg_stat_activity`` shows); ``settings`` are more session settings (``-c name=value``)."""
+    # a write waits for another's lock as long as SQLite's busy timeout
+    options = {"lock_timeout": int(BUSY_TIMEOUT_S * 1000), **(settings or {})}
+    extra: dict[str, Any] = {"application_name": application, "connect_timeout": 10,
+                             "options": " ".join(f"-c {k}={v}" for k, v in options.items())}
     password = _password()
     if password:
         extra["password"] = password
