@@ -92,7 +92,9 @@ def run(state: State, delivery_only: bool, poll_only: bool, init: bool) -> None:
     Stops cleanly on SIGTERM or Ctrl-C. Without any channel in the config,
     alerts are stored and written to the log. One daemon per database: a
     second ``run`` refuses to start and names the process that holds it
-    (``<database>.lock``). Helpers (--delivery-only, --poll-only) take no lock
+    (``<database>.lock``; on PostgreSQL an advisory lock, which a running cluster
+    of poller/worker/deliver processes also holds). Helpers (--delivery-only,
+    --poll-only) take no lock
     and share the outbox through its claims, so no alert is sent twice.
 
     \b
