@@ -10,7 +10,7 @@
     │   └── FeedParseError      the bytes are not a feed
     ├── OpmlError               an OPML document that cannot be read
     ├── StorageError            the database (``monitor.storage.StoreError`` is one)
-    ├── DeliveryError           sending alerts (``monitor.delivery.deliverer.ChannelError`` is one)
+    ├── DeliveryError           sending alerts (``monitor.delivery.channels.ChannelError`` is one)
     │   └── TemplateProblem     a channel template that does not compile or render (also a ValueError)
     └── MissingDependencyError  an optional extra is not installed (also an ImportError)
 

@@ -53,6 +53,13 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
+def _feed_notice(kind: str, feed_id: int, episode: datetime | None, title: str, body: str,
+                 *, severity: str = "high") -> Notice:
+    """A notice about one feed, keyed by the feed and the start of the episode."""
+    return Notice(key=f"feed-{kind}-{feed_id}-{_iso(episode)}", title=title, body=body,
+                  severity=severity)
+
+
 # --- feed health ---------------------------------------------------------------
 
 
@@ -60,40 +67,34 @@ def feed_failing(feed_id: int, label: str, url: str, *, failing_since: datetime,
                  failures: int, error_kind: str | None, error: str | None,
                  next_poll_at: str | None) -> Notice:
     hours = (now - failing_since).total_seconds() / 3600
-    return Notice(
-        key=f"feed-failing-{feed_id}-{_iso(failing_since)}",
-        title=f"Feed failing: {label}",
-        body=(f"{url} has failed every poll for {hours:.1f} h ({failures} in a row)."
-              f" Last error ({error_kind}): {str(error or '')[:300]}. newsmon keeps retrying"
-              f" with backoff; next poll {next_poll_at}."),
-    )
+    return _feed_notice(
+        "failing", feed_id, failing_since, f"Feed failing: {label}",
+        f"{url} has failed every poll for {hours:.1f} h ({failures} in a row)."
+        f" Last error ({error_kind}): {str(error or '')[:300]}. newsmon keeps retrying"
+        f" with backoff; next poll {next_poll_at}.")
 
 
 def feed_recovered(feed_id: int, label: str, url: str, *, since: datetime | None) -> Notice:
-    return Notice(
-        key=f"feed-recovered-{feed_id}-{_iso(since)}", severity="normal",
-        title=f"Feed recovered: {label}",
-        body=f"{url} polls successfully again (it had been failing since {_iso(since)}).",
-    )
+    return _feed_notice(
+        "recovered", feed_id, since, f"Feed recovered: {label}",
+        f"{url} polls successfully again (it had been failing since {_iso(since)}).",
+        severity="normal")
 
 
 def feed_quiet(feed_id: int, label: str, url: str, *, last_new: datetime, now: datetime,
                items_per_day: float) -> Notice:
     days = (now - last_new).total_seconds() / 86400
-    return Notice(
-        key=f"feed-quiet-{feed_id}-{_iso(last_new)}", severity="normal",
-        title=f"Feed quiet: {label}",
-        body=(f"{url} has brought no new item for {days:.1f} days; it usually brings"
-              f" {items_per_day:.1f} a day. Polls succeed: the feed may have moved or stopped."),
-    )
+    return _feed_notice(
+        "quiet", feed_id, last_new, f"Feed quiet: {label}",
+        f"{url} has brought no new item for {days:.1f} days; it usually brings"
+        f" {items_per_day:.1f} a day. Polls succeed: the feed may have moved or stopped.",
+        severity="normal")
 
 
 def feed_active_again(feed_id: int, label: str, url: str, *, since: datetime | None) -> Notice:
-    return Notice(
-        key=f"feed-unquiet-{feed_id}-{_iso(since)}", severity="normal",
-        title=f"Feed active again: {label}",
-        body=f"{url} brings new items again (quiet since {_iso(since)}).",
-    )
+    return _feed_notice(
+        "unquiet", feed_id, since, f"Feed active again: {label}",
+        f"{url} brings new items again (quiet since {_iso(since)}).", severity="normal")
 
 
 # --- GUID churn -----------------------------------------------------------------
@@ -101,21 +102,17 @@ def feed_active_again(feed_id: int, label: str, url: str, *, since: datetime | N
 
 def churn_held(feed_id: int, label: str, url: str, *, now: datetime, ratio: float,
                streak: int) -> Notice:
-    return Notice(
-        key=f"feed-churn-{feed_id}-{_iso(now)}",
-        title=f"Feed alerts held: {label}",
-        body=(f"{url}: more than {ratio:.0%} of its items were new on {streak} polls in a row"
-              " (GUID churn?). Its matches are stored but not alerted until a poll brings"
-              " mostly known items again."),
-    )
+    return _feed_notice(
+        "churn", feed_id, now, f"Feed alerts held: {label}",
+        f"{url}: more than {ratio:.0%} of its items were new on {streak} polls in a row"
+        " (GUID churn?). Its matches are stored but not alerted until a poll brings"
+        " mostly known items again.")
 
 
 def churn_resumed(feed_id: int, label: str, url: str, *, held_since: datetime) -> Notice:
-    return Notice(
-        key=f"feed-unchurn-{feed_id}-{_iso(held_since)}", severity="normal",
-        title=f"Feed alerts resumed: {label}",
-        body=f"{url} brings mostly known items again; its alerts are sent again.",
-    )
+    return _feed_notice(
+        "unchurn", feed_id, held_since, f"Feed alerts resumed: {label}",
+        f"{url} brings mostly known items again; its alerts are sent again.", severity="normal")
 
 
 # --- the daemon and delivery ----------------------------------------------------------

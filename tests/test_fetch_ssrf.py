@@ -19,10 +19,10 @@ import pytest
 from monitor.ingest.fetch import Fetcher
 from monitor.ingest.netguard import EgressPolicy, GuardedResolver, numeric_host
 from monitor.models import FetchError, FetchResult
+from tests.helpers.fetching import TIMEOUT, Outcome, loopback_policy, timed_fetch
 from tests.helpers.hostile import RSS, Canary, HostileServer, StaticResolver
 
 pytestmark = pytest.mark.timeout(30)
-TIMEOUT = 2.0
 
 
 # --- fixtures ----------------------------------------------------------------------------
@@ -72,29 +72,14 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
 @pytest.fixture
 def policy(server: HostileServer) -> EgressPolicy:
     """Harness H3: exactly 127.0.0.1:<hostile port>, nothing else (not the canary)."""
-    return EgressPolicy(allowed_networks=["127.0.0.1/32"], allowed_ports=[server.port])
-
-
-Outcome = FetchResult | FetchError
+    return loopback_policy(server.port)
 
 
 def fetch(
-    url: str,
-    *,
-    policy: EgressPolicy,
-    resolver: StaticResolver | None = None,
-    fetcher: dict[str, Any] | None = None,
-    **kw: Any,
+    url: str, *, policy: EgressPolicy, resolver: StaticResolver | None = None, **kw: Any,
 ) -> Outcome:
-    async def go() -> Outcome:
-        async with Fetcher(policy=policy, resolver=resolver, timeout=TIMEOUT, **(fetcher or {})) as f:
-            try:
-                return await f.fetch(url, **kw)
-            except FetchError as exc:
-                return exc
-
     start = time.monotonic()
-    out = asyncio.run(go())
+    out, _ = timed_fetch(url, policy=policy, resolver=resolver, **kw)
     assert time.monotonic() - start < TIMEOUT, "a refused fetch must not wait for anything"
     return out
 

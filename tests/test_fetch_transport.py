@@ -13,7 +13,6 @@ import ssl
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,11 +29,12 @@ from monitor.ingest.fetch import (
 )
 from monitor.ingest.netguard import EgressPolicy
 from monitor.models import FetchError, FetchResult
+from tests.helpers.fetching import TIMEOUT, Outcome, loopback_policy
+from tests.helpers.fetching import timed_fetch as fetch  # (outcome, seconds the fetch took)
 from tests.helpers.hostile import RSS, HostileServer, StaticResolver, big_body, encode_body
 from tests.helpers.loopback import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUT = 2.0  # the per-request deadline used by these tests
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -61,33 +61,7 @@ def resolver() -> StaticResolver:
 @pytest.fixture
 def policy(server: HostileServer) -> EgressPolicy:
     """Allows exactly 127.0.0.1:<hostile port> (harness H3)."""
-    return EgressPolicy(allowed_networks=["127.0.0.1/32"], allowed_ports=[server.port])
-
-
-Outcome = FetchResult | FetchError
-
-
-def fetch(
-    url: str,
-    *,
-    policy: EgressPolicy,
-    resolver: StaticResolver | None = None,
-    fetcher: dict[str, Any] | None = None,
-    **kw: Any,
-) -> tuple[Outcome, float]:
-    """One fetch with a fresh Fetcher; returns the result or the FetchError, and the time taken."""
-
-    async def go() -> tuple[Outcome, float]:
-        opts: dict[str, Any] = {"timeout": TIMEOUT, **(fetcher or {})}
-        async with Fetcher(policy=policy, resolver=resolver, **opts) as f:
-            start = time.monotonic()
-            try:
-                out: Outcome = await f.fetch(url, **kw)
-            except FetchError as exc:
-                out = exc
-            return out, time.monotonic() - start
-
-    return asyncio.run(go())
+    return loopback_policy(server.port)
 
 
 def expect_error(outcome: Outcome, kind: str) -> FetchError:

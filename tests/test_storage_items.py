@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from monitor.identity import alert_key, article_key, item_planner, no_channels, plan_item
@@ -12,15 +9,14 @@ from monitor.ingest.parse import canonical_url
 from monitor.models import TopicMatch
 from monitor.storage import Storage
 from tests.helpers.delivery import due_alerts, record
-from tests.helpers.storage import BACKENDS, FEED_A, FEED_B, count, make_item, new_target, processed, two_feeds
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    """A two-feed database, on SQLite and on PostgreSQL."""
-    storage = two_feeds(new_target(request.param, tmp_path, request))
-    yield storage
-    storage.close()
+from tests.helpers.storage import (
+    FEED_A,
+    FEED_B,
+    count,
+    make_item,
+    processed,
+    two_feed_store,  # noqa: F401  (the store fixture)
+)
 
 
 def test_item_match_and_alerts_are_written_together(store: Storage) -> None:

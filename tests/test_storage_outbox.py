@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
-
-import pytest
 
 from monitor.records import ChannelState, to_second, utcnow
 from monitor.storage import Storage
 from tests.helpers.delivery import due_alerts, record
-from tests.helpers.storage import BACKENDS, FEED_A, make_item, new_target, processed, two_feeds
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    """A two-feed database, on SQLite and on PostgreSQL."""
-    storage = two_feeds(new_target(request.param, tmp_path, request))
-    yield storage
-    storage.close()
+from tests.helpers.storage import (
+    FEED_A,
+    make_item,
+    processed,
+    two_feed_store,  # noqa: F401  (the store fixture)
+)
 
 
 def test_outbox_is_oldest_first_and_failures_wait(store: Storage) -> None:

@@ -19,20 +19,15 @@ from typing import Any
 
 from monitor.analysis.analyser import AnalysedArticle, Analyser, Analysers
 from monitor.models import Article, TopicMatch
+from monitor.rules.compiled import RuleSet, Topic
 from monitor.rules.embedding import Embedder
 from monitor.rules.embedding import available as embeddings_available
-from monitor.rules.evaluator import (
-    TopicEvaluator,
-    TopicExplanation,
-    TreeMemo,
-    headline_copies,
-    not_fired,
-    scope_problem,
-)
+from monitor.rules.evaluator import TopicEvaluator, TreeMemo, headline_copies, scope_problem
+from monitor.rules.explanation import TopicExplanation, not_fired
 from monitor.rules.features import topic_signals
 from monitor.rules.learned import LearnedModel, model_path_for
 from monitor.rules.matching import CompiledRules, Occurrence
-from monitor.rules.ruleset import RuleSet, Topic, load_rules
+from monitor.rules.ruleset import load_rules
 
 log = logging.getLogger(__name__)
 

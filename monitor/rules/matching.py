@@ -24,7 +24,7 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc
 
 from monitor.analysis.analyser import AnalysedArticle, Analyser, FieldText
-from monitor.rules.ruleset import LeafSpec, Node, RuleSet, compile_regex
+from monitor.rules.compiled import LeafSpec, Node, RuleSet, compile_regex
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,15 @@
     process      the items' pages, then extract → analyse → match in the pool
     record       one transaction per item (item + article + matches + outbox),
                  the after-record hooks, then the poll's success and schedule
+                 (the poll's own record: ``runtime/poll_record.PollRecorder``)
 
 APScheduler's feed jobs call :meth:`Pipeline.poll`, which runs the steps in
 order; a queue engine can run ``process`` and ``record`` as tasks of their own
 with the same values. Decisions are pure functions elsewhere (poll timing in
 ``ingest/cadence``, health in ``ingest/feed_health``, churn in
 ``ingest/churn``, identity in ``identity``, notice texts in ``notices``); this
-module only wires them. Delivery runs as its own job, reading the outbox.
+module only wires them. The values the steps pass are in ``runtime/poll_steps``.
+Delivery runs as its own job, reading the outbox.
 
 The pipeline remembers in memory only what is about servers rather than feeds
 (recent network failures, hosts that asked for a pause); a feed's poll state
@@ -28,13 +30,12 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from monitor.analysis.extract import build_article
 from monitor.config import Config, FeedConfig
-from monitor.delivery.routing import admin_channels, route
+from monitor.delivery.routing import route
 from monitor.identity import (
     article_key,
     backlog_poll,
@@ -46,18 +47,13 @@ from monitor.ingest.cadence import (
     NETWORK_KINDS,
     HostBackoff,
     NetworkWatch,
-    PollState,
-    Schedule,
     cycle_network_down,
-    feed_bounds,
     host_backoff_seconds,
     is_due,
-    next_poll,
     origin_of,
     tick_interval,
 )
 from monitor.ingest.churn import BreakerState, ChurnDecision, calm, judge
-from monitor.ingest.feed_health import evaluate as evaluate_health
 from monitor.ingest.fetch import Fetcher, mask_url
 from monitor.ingest.netguard import EgressPolicy
 from monitor.ingest.parse import check_expat
@@ -66,76 +62,39 @@ from monitor.models import (
     ArticleInput,
     FeedItem,
     FetchError,
-    FetchResult,
     ParsedFeed,
     ProcessedArticle,
     StageError,
     TopicMatch,
 )
-from monitor.notices import Notice
 from monitor.ports import PipelineStorage
-from monitor.records import FeedRecord, RecordResult, to_second, utcnow
+from monitor.records import FeedRecord, RecordResult, utcnow
 from monitor.runtime.cycles import CycleReport, CycleTally, PollOutcome
 from monitor.runtime.dbthread import StorageThread
+from monitor.runtime.poll_record import PollRecorder
+from monitor.runtime.poll_steps import (
+    AfterRecordHook,
+    FetchedFeed,
+    PollPlan,
+    RecordedItem,
+    Selection,
+)
 from monitor.runtime.processor import ArticleProcessor, ItemFailure
 from monitor.runtime.stories import LazyStoryKeeper, story_options
 from monitor.storage import StoreError
 
+# The step values (runtime/poll_steps.py) stay importable from here: the cluster,
+# the assembly and tests import them with the Pipeline.
 __all__ = ["AfterRecordHook", "FetchedFeed", "Pipeline", "PollPlan", "RecordedItem", "Selection",
            "log_poll"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 # A poll's page fetches get this many fetch timeouts in all (see Pipeline._fetch_pages).
 PAGE_BUDGET_TIMEOUTS = 2
 
 
-@dataclass
-class PollPlan:
-    """The plan step's answer: poll this feed now, with its stored state."""
-
-    feed: FeedConfig
-    record: FeedRecord
-    outcome: PollOutcome
-    now: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedFeed:
-    """The fetch+parse step's answer; ``parsed`` is None for a 304 or the same body."""
-
-    result: FetchResult
-    body_hash: str | None
-    parsed: ParsedFeed | None
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """The select step's answer: the items new to this feed, split by what they need."""
-
-    fresh: list[FeedItem]  # new to this feed
-    to_process: list[FeedItem]  # articles not stored yet: page, extract, analyse, match
-    known: list[FeedItem]  # articles another feed already brought: an item row only
-    churn: ChurnDecision
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedItem:
-    """What an after-record hook is given: the item as processed, and what was written."""
-
-    feed: FeedConfig
-    processed: ProcessedArticle
-    result: RecordResult
-
-
-# Called after each item's transaction commits (search indexing, story assignment,
-# metrics...). A hook that raises is logged and never undoes or blocks the write.
-AfterRecordHook = Callable[[RecordedItem], None]
-
-
-class Pipeline:
+class Pipeline(PollRecorder):
     """Polls feeds and stores what they bring. One instance per daemon.
 
     The only state it keeps between polls is in memory and about servers, not
@@ -336,15 +295,6 @@ class Pipeline:
         if decision.held:
             log.warning("feed %s: GUID churn, alerts held", plan.feed.label)
 
-    async def _db(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """A storage call, on the database thread (never on the event loop)."""
-        return await self.db.call(func, *args, **kwargs)
-
-    async def _queue_notice(self, notice: Notice) -> None:
-        await self._db(self.storage.outbox.enqueue_notice, notice.key, notice.title, notice.body,
-                                           admin_channels(self.config.channels),
-                                           severity=notice.severity)
-
     # -- process --------------------------------------------------------------------------
 
     async def process(self, plan: PollPlan, selection: Selection,
@@ -511,88 +461,6 @@ class Pipeline:
                 log.exception("after-record hook %r failed for %s", hook,
                               recorded.processed.item.link or recorded.processed.item.guid)
 
-    # -- the poll's own record -------------------------------------------------------------
-
-    @staticmethod
-    def _poll_state(row: FeedRecord, failures: int | None = None) -> PollState:
-        return PollState(
-            consecutive_failures=row.consecutive_failures if failures is None else failures,
-            items_per_day=row.items_per_day,
-            last_new_at=row.last_new_at,
-        )
-
-    async def record_success(self, plan: PollPlan, fetched: FetchedFeed, *,
-                       ttl_minutes: int | None = None, fresh: Sequence[FeedItem] = (),
-                       churn_streak: int | None = None) -> None:
-        """Store the validators and the next poll; ``ttl_minutes`` None keeps the stored one."""
-        feed, row, outcome, result = plan.feed, plan.record, plan.outcome, fetched.result
-        now = self.wall_clock()
-        updated = replace(row, consecutive_failures=0, failing_since=None)
-        rate = last_new = None
-        if fresh:
-            newest = max(_effective_date(i, now) for i in fresh)
-            stored = row.last_new_at
-            last_new = newest if stored is None or newest > stored else stored
-            rate = await self._db(self.storage.items.item_rate, row.id, now)
-            updated = replace(updated, items_per_day=rate, last_new_at=to_second(last_new))
-        ttl = ttl_minutes if ttl_minutes is not None else row.ttl_minutes
-        schedule = next_poll(
-            outcome="ok", state=self._poll_state(updated), settings=self.config.fetch,
-            bounds=feed_bounds(feed, self.config.fetch), now=now, headers=result.headers,
-            ttl_minutes=ttl or None,
-        )
-        self._note_schedule(outcome, schedule)
-        await self._db(self.storage.feeds.record_poll_success,
-            row.id, etag=result.etag, last_modified=result.last_modified,
-            body_hash=fetched.body_hash, new_items=outcome.new_items,
-            next_poll_at=schedule.next_poll_at, interval=schedule.interval,
-            reason=schedule.reason, items_per_day=rate, last_new_at=last_new,
-            churn_streak=churn_streak, ttl_minutes=ttl_minutes)
-        await self._check_health(replace(updated, next_poll_at=_stored(schedule.next_poll_at)), now)
-
-    async def record_failure(self, feed: FeedConfig, row: FeedRecord, outcome: PollOutcome,
-                       *, counted: bool) -> None:
-        """Record a failed poll and schedule the retry (backoff, or the floor when the
-        network was down). Never raises: a database error is logged."""
-        now = self.wall_clock()
-        failures = row.consecutive_failures + (1 if counted else 0)
-        outcome.network_down = not counted
-        schedule = next_poll(
-            outcome="error" if counted else "network", state=self._poll_state(row, failures),
-            bounds=feed_bounds(feed, self.config.fetch), settings=self.config.fetch, now=now,
-            retry_after=outcome.retry_after,
-        )
-        self._note_schedule(outcome, schedule)
-        try:
-            await self._db(self.storage.feeds.record_poll_failure,
-                row.id, kind=outcome.error_kind or "error", message=outcome.error or "",
-                next_poll_at=schedule.next_poll_at, counted=counted, interval=schedule.interval,
-                reason=schedule.reason)
-            if counted:
-                await self._check_health(replace(
-                    row, consecutive_failures=failures,
-                    failing_since=row.failing_since or to_second(now),
-                    last_error_kind=outcome.error_kind, last_error=outcome.error,
-                    next_poll_at=_stored(schedule.next_poll_at)), now)
-        except StoreError as exc:
-            log.error("feed %s: could not record its failure: %s", feed.label, exc)
-
-    @staticmethod
-    def _note_schedule(outcome: PollOutcome, schedule: Schedule) -> None:
-        outcome.next_poll_at = schedule.next_poll_at
-        outcome.interval = schedule.interval
-        outcome.reason = schedule.reason
-
-    async def _check_health(self, row: FeedRecord, now: datetime) -> None:
-        """Raise a notice when the feed starts failing or goes quiet, and on recovery."""
-        change = evaluate_health(row, now, self.config.fetch)
-        if change is None:
-            return
-        for notice in change.notices:
-            await self._queue_notice(notice)
-            log.warning("feed %s: %s", row.name or row.url, notice.title)
-        await self._db(self.storage.feeds.set_health, row.id, change.state, change.since)
-
     # -- a whole cycle ------------------------------------------------------------------
 
     async def run_cycle(self, feeds: Sequence[FeedConfig] | None = None, *,
@@ -632,16 +500,6 @@ class Pipeline:
             items_new=figures.items_new, matches=figures.matches, alerts=figures.alerts,
             error=figures.error)
         return CycleReport(outcomes)
-
-
-def _stored(moment: datetime | None) -> datetime | None:
-    """A moment as it reads back from storage (to the second)."""
-    return to_second(moment) if moment is not None else None
-
-
-def _effective_date(item: FeedItem, now: datetime) -> datetime:
-    """An item's date for rates and silence: published, but never after ``now``."""
-    return min(item.published, now) if item.published else now
 
 
 def log_poll(outcome: PollOutcome) -> None:

@@ -10,6 +10,7 @@ with ``new_target(request.param, tmp_path, request)`` (a path or a URL for
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -65,6 +66,15 @@ def two_feeds(where: Path | str) -> Storage:
     storage = open_storage(target)
     storage.feeds.sync([(FEED_A, "A", ["x"]), (FEED_B, "B", [])])
     return storage
+
+
+@pytest.fixture(params=BACKENDS, name="store")
+def two_feed_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    """The ``store`` fixture of a module that imports it: a two-feed database (``two_feeds``),
+    on SQLite and on PostgreSQL."""
+    storage = two_feeds(new_target(request.param, tmp_path, request))
+    yield storage
+    storage.close()
 
 
 def count(storage: Storage, table: str) -> int:
