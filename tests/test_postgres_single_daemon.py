@@ -167,30 +167,29 @@ def test_a_sigkilled_holder_frees_the_lock(tmp_path: Path, pg_config: Path,
                                            postgres_server: PostgresServer) -> None:
     first = Proc(pg_config, "run", log=tmp_path / "first.log")
     try:
-        first.wait_running("newsmon running")
-        first.proc.kill()
-        first.proc.wait(10)
-        # The server ends the dead session when its socket closes, and its lock with it.
-        wait_for(lambda: holders(postgres_server, pg_config) == [], 20, "the lock to be freed")
-        second = Proc(pg_config, "run", log=tmp_path / "second.log")
-        try:
-            second.wait_running("newsmon running")
-            assert holders(postgres_server, pg_config) == ["ExclusiveLock"]
-        finally:
-            assert second.stop() == 0, second.log()
+        # The server ends a dead session when its socket closes, and its lock with it.
+        kill_then_run(first, "newsmon running", tmp_path / "second.log", postgres_server, pg_config)
         # A killed poller frees its share too: a run starts after it.
         poller = Proc(pg_config, "poller", "--lease", "6", log=tmp_path / "poller.log")
-        poller.wait_running("newsmon poller running")
-        poller.proc.kill()
-        poller.proc.wait(10)
-        wait_for(lambda: holders(postgres_server, pg_config) == [], 20, "the share to be freed")
-        third = Proc(pg_config, "run", log=tmp_path / "third.log")
-        try:
-            third.wait_running("newsmon running")
-        finally:
-            assert third.stop() == 0, third.log()
+        kill_then_run(poller, "newsmon poller running", tmp_path / "third.log", postgres_server,
+                      pg_config)
     finally:
         first.stop()
+
+
+def kill_then_run(holder: Proc, running: str, log: Path, server: PostgresServer,
+                  config: Path) -> None:
+    """SIGKILL ``holder`` once running; the lock is freed and a new run takes it."""
+    holder.wait_running(running)
+    holder.proc.kill()
+    holder.proc.wait(10)
+    wait_for(lambda: holders(server, config) == [], 20, "the lock to be freed")
+    after = Proc(config, "run", log=log)
+    try:
+        after.wait_running("newsmon running")
+        assert holders(server, config) == ["ExclusiveLock"]
+    finally:
+        assert after.stop() == 0, after.log()
 
 
 def _backends(server: PostgresServer, url: str) -> list[int]:

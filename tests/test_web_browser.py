@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +76,18 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         driver.quit()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+def _serve(tmp_path_factory: pytest.TempPathFactory, name: str,
+           filler: Callable[[Path, Site], Config]) -> Iterator[WebServer]:
+    """The workspace over a database filled through the real pipeline by ``filler``."""
     with Site() as site:
-        config = fill(tmp_path_factory.mktemp("webdb"), site)
+        config = filler(tmp_path_factory.mktemp(name), site)
     with WebServer(config) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+    yield from _serve(tmp_path_factory, "webdb", fill)
 
 
 def console_errors(driver: Any) -> list[str]:
@@ -235,10 +241,7 @@ def fill_stories(folder: Path, site: Site) -> Config:
 
 @pytest.fixture(scope="module")
 def story_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
-    with Site() as site:
-        config = fill_stories(tmp_path_factory.mktemp("storydb"), site)
-    with WebServer(config) as srv:
-        yield srv
+    yield from _serve(tmp_path_factory, "storydb", fill_stories)
 
 
 def query(config: Config, sql: str, *params: Any) -> list[tuple[Any, ...]]:
