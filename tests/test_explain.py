@@ -124,3 +124,25 @@ def test_a_term_is_not_lost_to_a_sibling_proximity_on_the_same_words(tmp_path: P
     exp = clf.explain(article("A truce and talks."))[0]
     assert exp.score > 0 and exp.fired
     assert [h.term for h in exp.hits] == ["talks"]
+
+
+def test_shortfall_conditions_are_made_once_per_rule_set(tmp_path: Path) -> None:
+    """The relaxed copies a shortfall counts with are memoised by node identity, so they
+    must be made once and kept: a fresh copy per article would grow the memo and could
+    reuse a dead copy's id."""
+    clf = classifier(tmp_path, """
+        lists:
+          war_context: [kremlin, kyiv, ukraine, moscow]
+        topics:
+          - id: n
+            threshold: 1
+            terms: [talks]
+            require:
+              - any: [{list: war_context, min_count: 3}, {list: war_context, fields: [title]}]
+    """)
+    first = clf.explain(article("The Kremlin rejected talks."))[0]
+    made = len(clf._memo._loose)
+    for n in range(30):
+        again = clf.explain(article(f"The Kremlin rejected talks on day {n}."))[0]
+        assert again.reasons == first.reasons
+    assert made and len(clf._memo._loose) == made

@@ -63,6 +63,16 @@ class TreeMemo:
     def __init__(self) -> None:
         self._needs: dict[int, frozenset[int] | None] = {}
         self._under: dict[int, frozenset[int]] = {}
+        self._loose: dict[int, Node] = {}
+
+    def loose(self, node: Node) -> Node:
+        """``node`` anywhere and once (no fields, counts of 1): what it holds before
+        "where" and "how many", for the shortfall's words. Made once and kept, so its
+        id, a key of this memo, is never reused."""
+        got = self._loose.get(id(node))
+        if got is None:
+            got = self._loose[id(node)] = replace(node, fields=None, min_count=1, min_sentences=1)
+        return got
 
     def needs_a_leaf(self, node: Node) -> frozenset[int] | None:
         """The leaves one of which must occur for ``node`` to hold, or None when it
@@ -454,8 +464,7 @@ class TopicEvaluator:
         found: dict[str, None] = {}
         for o in options or [node]:
             # The same condition anywhere, once: what it holds before "where" and "how many".
-            loose = replace(o, fields=None, min_count=1, min_sentences=1)
-            hits = [h for h in self.eval(loose).hits if h.weight]
+            hits = [h for h in self.eval(self.memo.loose(o)).hits if h.weight]
             found.update(dict.fromkeys(h.occ.text.lower() for h in hits))
             if o.fields:
                 where = "/".join(_FIELD_NAMES.get(f, f) for f in sorted(o.fields, key=_field_rank))
