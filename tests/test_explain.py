@@ -23,6 +23,19 @@ topics:
 """
 
 
+# Talks that count only where the war is named three times, or in the headline.
+TALKS_IN_THE_WAR = """
+lists:
+  war_context: [kremlin, kyiv, ukraine, moscow]
+topics:
+  - id: n
+    threshold: 2
+    terms: [talks, negotiations]
+    require:
+      - any: [{list: war_context, min_count: 3}, {list: war_context, fields: [title]}]
+"""
+
+
 def test_a_headline_repeated_as_the_first_body_line_counts_and_shows_once(tmp_path: Path) -> None:
     clf = classifier(tmp_path, CEASEFIRE)
     title = "Russia and Ukraine agree a ceasefire in the east"
@@ -60,16 +73,7 @@ def test_a_regex_term_shows_what_it_matched_never_the_pattern(tmp_path: Path) ->
 
 
 def test_what_was_missing_is_named_with_the_shortfall(tmp_path: Path) -> None:
-    clf = classifier(tmp_path, """
-        lists:
-          war_context: [kremlin, kyiv, ukraine, moscow]
-        topics:
-          - id: n
-            threshold: 2
-            terms: [talks, negotiations]
-            require:
-              - any: [{list: war_context, min_count: 3}, {list: war_context, fields: [title]}]
-    """)
+    clf = classifier(tmp_path, TALKS_IN_THE_WAR)
     exp = clf.explain(article("Officials met on Monday. Nothing was agreed. The Kremlin "
                               "rejected talks."))[0]
     assert not exp.fired
@@ -130,16 +134,7 @@ def test_shortfall_conditions_are_made_once_per_rule_set(tmp_path: Path) -> None
     """The relaxed copies a shortfall counts with are memoised by node identity, so they
     must be made once and kept: a fresh copy per article would grow the memo and could
     reuse a dead copy's id."""
-    clf = classifier(tmp_path, """
-        lists:
-          war_context: [kremlin, kyiv, ukraine, moscow]
-        topics:
-          - id: n
-            threshold: 1
-            terms: [talks]
-            require:
-              - any: [{list: war_context, min_count: 3}, {list: war_context, fields: [title]}]
-    """)
+    clf = classifier(tmp_path, TALKS_IN_THE_WAR)
     first = clf.explain(article("The Kremlin rejected talks."))[0]
     made = len(clf._memo._loose)
     for n in range(30):

@@ -514,6 +514,7 @@ def train_command(ctx: click.Context, inputs: tuple[Path, ...], output: Path | N
     Exit codes: 0 trained; 1 trained, but some input lines were bad; 2 usage
     or config error (or no labelled article).
     """
+    from monitor.rules.embedding import is_embedding
     from monitor.rules.learned import DEFAULT_SEED, digest, model_path_for, train_model
 
     clf = _load_classifier(ctx, rules, config, spacy_model, learned=False)
@@ -549,7 +550,7 @@ def train_command(ctx: click.Context, inputs: tuple[Path, ...], output: Path | N
         click.echo(f"{len(rows)} labelled articles → {target}")
         for t, m in model.topics.items():
             named = [(f, c) for f, c in zip(m.features, m.coef, strict=True)
-                     if not f.startswith("emb:")]
+                     if not is_embedding(f)]
             strongest = sorted(named, key=lambda fc: -abs(fc[1]))[:4]
             weights = ", ".join(f"{f} {c:+.2f}" for f, c in strongest)
             wording = "; reads the sentence embedding too" if m.uses_embedding else ""

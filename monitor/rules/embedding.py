@@ -50,9 +50,8 @@ def available() -> bool:
 
 
 def embedding_text(title: str, body: str) -> str:
-    words = body.split()
-    return f"{title.strip()}. {' '.join(words[:MAX_WORDS])}" if title.strip() else \
-        " ".join(words[:MAX_WORDS])
+    head = " ".join(body.split(None, MAX_WORDS)[:MAX_WORDS])  # the first words, not the whole body
+    return f"{title.strip()}. {head}" if title.strip() else head
 
 
 def embedding_signals(vector: np.ndarray) -> dict[str, float]:

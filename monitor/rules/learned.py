@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.rules.embedding import EMBEDDING, is_embedding
+from monitor.rules.embedding import EMBEDDING, PREFIX, is_embedding
 from monitor.rules.features import feature_names, feature_words
 
 __all__ = [
@@ -407,9 +407,10 @@ def train_model(rows: Sequence[TrainingRow], topics: Sequence[str], *, seed: int
         # With embeddings in the rows, the model may also read the article's wording; each
         # feature set is judged the same way and the better kept (by nested CV).
         embedded = tuple(sorted((f for f in labelled[0].signals[topic] if is_embedding(f)),
-                                key=lambda f: int(f[len("emb:"):])))
+                                key=lambda f: int(f[len(PREFIX):])))
         candidates = [rule_names] + ([rule_names + embedded] if embedded else [])
-        if not (select and mode == "both"):
+        selecting = select and mode == "both"
+        if not selecting:
             candidates = candidates[-1:]  # no selection: every feature the rows carry
         chosen: tuple[TopicModel, float] | None = None
         why_not: list[str] = []
@@ -418,9 +419,9 @@ def train_model(rows: Sequence[TrainingRow], topics: Sequence[str], *, seed: int
             oof = out_of_fold(labelled, topic, names, folds=folds, seed=seed, l2=l2, mode=mode,
                               band=band, tune_cutoff=False)
             model.cutoff = _pick_cutoff(oof, topic)
-            if not (select and mode == "both"):
+            if not selecting:
                 chosen = (model, 0.0)
-                break
+                continue
             # Judged on folds whose cutoff was itself picked without them (nested):
             # picking the cutoff on the same predictions flatters the model.
             nested = out_of_fold(labelled, topic, names, folds=folds, seed=seed, l2=l2,

@@ -90,9 +90,6 @@ class StoryRepository:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def next_story_number(self) -> int:
-        return self.reserve_story_numbers(1).start
-
     def reserve_story_numbers(self, count: int) -> range:
         """``count`` consecutive story numbers for the caller alone, in one transaction (a keeper
         takes them in blocks: a new story then costs no transaction of its own)."""

@@ -58,9 +58,9 @@ def strip_dateline(text: str) -> str:
     return _DATELINE.sub("", text, count=1)
 
 
-def has_wire_credit(text: str) -> bool:
-    """A ``CITY (AP) —`` opening: the text is a republished wire copy."""
-    return bool(_DATELINE.match(fold_text(text)))
+def has_wire_credit(folded: str) -> bool:
+    """A ``CITY (AP) —`` opening of a text already through ``fold_text``: a republished wire copy."""
+    return bool(_DATELINE.match(folded))
 
 
 def words(text: str) -> list[str]:
@@ -71,10 +71,6 @@ def words(text: str) -> list[str]:
 def folded_words(folded: str) -> list[str]:
     """``words`` of a text already through ``fold_text`` (folding is the costly part: once an article)."""
     return [w.strip(".,'") for w in _WORD.findall(folded.lower())]
-
-
-def split_sentences(text: str) -> list[str]:
-    return split_folded_sentences(fold_text(text))
 
 
 def split_folded_sentences(folded: str) -> list[str]:
@@ -148,7 +144,7 @@ def folded_fingerprint(folded: str) -> Fingerprint:
     exact = hashlib.blake2b(" ".join(tokens).encode("utf-8"), digest_size=16).hexdigest()
     sample = sample_shingles(shingle_hashes(tokens))
     return Fingerprint(exact=exact, sample=sample, words=len(tokens),
-                       wire_credit=bool(_DATELINE.match(folded)))
+                       wire_credit=has_wire_credit(folded))
 
 
 def containment(part: Fingerprint, whole: Fingerprint) -> float:

@@ -32,8 +32,6 @@ from monitor.stories.fingerprint import Fingerprint
 class StoryRows(Protocol):
     """What the stored indexes need of storage (``storage.stories.StoryRepository``)."""
 
-    def next_story_number(self) -> int: ...
-
     def reserve_story_numbers(self, count: int) -> range: ...
 
     def save(self, story: StoryRecord, article: StoryArticleRecord, index_terms: Sequence[str],
